@@ -1,0 +1,55 @@
+# One entry point for newcomers and CI. Everything runs from the project's own .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv test lint format demo serve load bench-ingest bench-load clean
+
+help:
+	@echo "make test          set up .venv and run the whole test suite"
+	@echo "make demo          set up .venv, receive sample events, load them, show the history"
+	@echo "make serve         receiver and dagster dev together (Ctrl-C stops both)"
+	@echo "make lint          ruff check and format check"
+	@echo "make bench-ingest  receiver throughput/latency benchmark"
+	@echo "make bench-load    1M-event load + dimension benchmark"
+
+venv: $(STAMP)
+
+# Re-install when the project's dependencies change; the stamp keeps repeated runs instant.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: $(STAMP)
+	$(BIN)/flavours demo
+
+serve: $(STAMP)
+	$(BIN)/flavours dev
+
+load: $(STAMP)
+	$(BIN)/flavours load
+
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/bench_ingest.py
+
+bench-load: $(STAMP)
+	$(BIN)/python bench/bench_load.py
+
+clean:
+	rm -rf data .pytest_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""The Flavours webhook receiver: a Flask app that lands every event durably before its 2xx.
+
+``create_app(config=None)`` builds the app from a ``Settings`` object (or a mapping of setting
+overrides, or the ``FLAVOURS_*`` environment when ``None``). Nothing is created at import time.
+Routes: ``POST /webhooks/flavours/<topic>``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from connector.settings import Settings
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the receiver app; ``config`` is a ``Settings``, overrides for one, or ``None``."""
+    from connector import webhooks
+
+    settings = config if isinstance(config, Settings) else Settings(**dict(config or {}))
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["flavours_settings"] = settings
+    webhooks.init_app(app, settings)
+    return app
+
+
+__all__ = ["Settings", "create_app"]

@@ -1,0 +1,124 @@
+"""Group commit: one writer per process makes concurrent webhooks durable together.
+
+Requests hand their envelope line to the writer and wait. The writer gathers lines for at most
+``FLAVOURS_BATCH_MAX_WAIT_MS`` or ``FLAVOURS_BATCH_MAX_EVENTS``, writes one immutable object per
+topic in the batch, and only then releases every waiting request. Idle load gives one small
+object per event; heavy load gives few large objects, and no request pays its own fsync or PUT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from connector import metrics
+from connector.landing import LandingError, LandingStore, new_writer_name
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT_BATCHES = 20
+"""How many full batches may wait for the writer before new events are refused with 503."""
+
+
+class WriterBusy(LandingError):
+    """Too many events are already waiting for the landing store."""
+
+
+@dataclass
+class _Pending:
+    topic: str
+    line: bytes
+    done: Future = field(default_factory=Future)
+
+
+class GroupCommitWriter:
+    """Lands lines durably in batches; ``submit`` returns a future that resolves to the key."""
+
+    def __init__(
+        self, store: LandingStore, instance_id: str, max_wait_ms: float, max_events: int
+    ) -> None:
+        self.store = store
+        self.instance_id = instance_id
+        self.max_wait_s = max_wait_ms / 1000
+        self.max_events = max_events
+        self._queue: queue.Queue[_Pending] = queue.Queue(max_events * QUEUE_LIMIT_BATCHES)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._owner_pid: int | None = None
+        self._writer_name = ""
+        self._seq = 0
+
+    def submit(self, topic: str, line: bytes) -> Future:
+        """Queue one line for ``topic``; the future resolves once its batch is durable."""
+        self._ensure_running()
+        pending = _Pending(topic, line)
+        try:
+            self._queue.put_nowait(pending)
+        except queue.Full:
+            raise WriterBusy("too many events are waiting for the landing store") from None
+        return pending.done
+
+    def _ensure_running(self) -> None:
+        # Threads do not survive fork: a gunicorn worker starts its own writer on first use.
+        if self._owner_pid == os.getpid() and self._thread and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._owner_pid == os.getpid() and self._thread and self._thread.is_alive():
+                return
+            self._owner_pid = os.getpid()
+            self._writer_name = new_writer_name(self.instance_id)
+            self._thread = threading.Thread(
+                target=self._run, name="flavours-landing-writer", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_events:
+                remaining = deadline - time.monotonic()
+                try:
+                    # Past the deadline, still take what is already queued, without waiting.
+                    item = (
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else (self._queue.get_nowait())
+                    )
+                except queue.Empty:
+                    break
+                batch.append(item)
+            self._land(batch)
+
+    def _land(self, batch: list[_Pending]) -> None:
+        by_topic: dict[str, list[_Pending]] = defaultdict(list)
+        for pending in batch:
+            by_topic[pending.topic].append(pending)
+        batch_time = datetime.now(UTC)
+        for topic, items in by_topic.items():
+            self._seq += 1
+            key = self.store.object_key(topic, batch_time, self._writer_name, self._seq)
+            started = time.perf_counter()
+            try:
+                self.store.land_batch(key, [item.line for item in items])
+            except Exception as exc:
+                metrics.LANDING_FAILURES.inc()
+                log.error(
+                    "landing failed", extra={"object_key": key, "events": len(items), "err": exc}
+                )
+                error = exc if isinstance(exc, LandingError) else LandingError(str(exc))
+                for item in items:
+                    item.done.set_exception(error)
+                continue
+            metrics.BATCH_EVENTS.observe(len(items))
+            metrics.BATCH_WRITE_SECONDS.observe(time.perf_counter() - started)
+            metrics.LANDED_EVENTS.labels(topic=topic).inc(len(items))
+            for item in items:
+                item.done.set_result(key)

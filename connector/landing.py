@@ -1,0 +1,180 @@
+"""The landing store: immutable JSON-lines objects, written durably, listed and read back.
+
+This is the only module that knows about fsspec paths. ``FLAVOURS_LANDING_URL`` is a local
+folder or any fsspec URL (``s3://bucket/prefix``; endpoint and credentials come from the
+standard ``AWS_*`` variables, e.g. ``AWS_ENDPOINT_URL`` for MinIO or moto).
+
+Layout: ``<topic>/dt=YYYY-MM-DD/<YYYYMMDDTHHMMSSffffffZ>-<instance>-<seq>.jsonl[.gz]``.
+An object appears whole or not at all: on local disk it is written under a hidden temporary
+name, fsync'd, renamed into place and the folder fsync'd; on object storage it is one PUT.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import posixpath
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+REJECTED_PREFIX = "_rejected"
+"""Where authenticated bodies that are not JSON objects are kept, with their reason."""
+
+OBJECT_NAME = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9._]+-\d+\.jsonl(\.gz)?$")
+
+# Bounds for object storage calls, so that a store that stops answering turns into an error
+# (and a 503 to Flavours) instead of a request that hangs.
+S3_TIMEOUTS = {"connect_timeout": 3, "read_timeout": 5, "retries": {"max_attempts": 2}}
+
+
+class LandingError(RuntimeError):
+    """The landing store could not make a batch durable."""
+
+
+@dataclass(frozen=True)
+class LandedObject:
+    """One landed object: its key relative to the landing root, and its topic."""
+
+    key: str
+    topic: str
+
+
+class LandingStore:
+    """Writes batches durably and lists and reads landed objects under one root URL."""
+
+    def __init__(self, url: str, compression: str = "none") -> None:
+        self.url = url
+        self.compression = compression
+        storage_options = {}
+        if url.startswith(("s3://", "s3a://")):
+            storage_options = {"config_kwargs": S3_TIMEOUTS, "skip_instance_cache": True}
+        self.fs, root = fsspec.core.url_to_fs(url, **storage_options)
+        self.root = root.rstrip("/")
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def object_key(self, topic: str, batch_time: datetime, writer: str, seq: int) -> str:
+        """The documented key of a batch written by ``writer`` at ``batch_time``."""
+        stamp = batch_time.astimezone(UTC)
+        suffix = ".jsonl.gz" if self.compression == "gzip" else ".jsonl"
+        return f"{topic}/dt={stamp:%Y-%m-%d}/{stamp:%Y%m%dT%H%M%S%fZ}-{writer}-{seq:08d}{suffix}"
+
+    def land_batch(self, key: str, lines: list[bytes]) -> None:
+        """Write ``lines`` (each without newline) as one immutable object at ``key``, durably."""
+        data = b"".join(line + b"\n" for line in lines)
+        if self.compression == "gzip":
+            data = gzip.compress(data, compresslevel=5, mtime=0)
+        path = self._path(key)
+        try:
+            if self.is_local:
+                _write_local_durably(path, data)
+            else:
+                self.fs.pipe_file(path, data)
+        except Exception as exc:
+            raise LandingError(f"could not land {key}: {exc}") from exc
+
+    def check_writable(self) -> None:
+        """Raise ``LandingError`` unless an object can be written and removed at the root."""
+        probe = f"_readyz/{secrets.token_hex(8)}"
+        try:
+            if self.is_local:
+                _write_local_durably(self._path(probe), b"ok\n")
+            else:
+                self.fs.pipe_file(self._path(probe), b"ok\n")
+            self.fs.rm_file(self._path(probe))
+        except Exception as exc:
+            raise LandingError(f"landing store {self.url} is not writable: {exc}") from exc
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def list_objects(self, topic: str) -> list[LandedObject]:
+        """Every landed object of ``topic``, sorted by key; temporary files are never listed."""
+        base = self._path(topic)
+        try:
+            paths = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        found = []
+        for path in paths:
+            name = posixpath.basename(path)
+            if OBJECT_NAME.match(name):
+                found.append(LandedObject(key=self._key(path), topic=topic))
+        return sorted(found, key=lambda obj: obj.key)
+
+    def read_object(self, key: str) -> bytes:
+        """The uncompressed bytes of one landed object."""
+        with self.fs.open(self._path(key), "rb", compression="infer") as handle:
+            return handle.read()
+
+    def iter_lines(self, key: str) -> Iterator[bytes]:
+        """The lines of one landed object, without newlines (for tests and tools)."""
+        yield from self.read_object(key).splitlines()
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    def _key(self, path: str) -> str:
+        path = path.replace(os.sep, "/") if self.is_local else path
+        root = self.root.replace(os.sep, "/") if self.is_local else self.root
+        return path[len(root) + 1 :] if root and path.startswith(root + "/") else path
+
+
+def new_writer_name(instance_id: str) -> str:
+    """A name unique to one writer process: instance, process id and a random suffix."""
+    return f"{instance_id}.{os.getpid()}{secrets.token_hex(2)}"
+
+
+def _write_local_durably(path: str, data: bytes) -> None:
+    """Temporary name, fsync, rename into place, fsync the folder: the object appears whole."""
+    folder = os.path.dirname(path)
+    _make_folder_durably(folder)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    # link() fails instead of replacing, so a name collision can never overwrite a landed object.
+    try:
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _make_folder_durably(folder: str) -> None:
+    """Create ``folder`` and fsync each parent that gained an entry, so the folder survives."""
+    if os.path.isdir(folder):
+        return
+    parent = os.path.dirname(folder)
+    if parent and parent != folder:
+        _make_folder_durably(parent)
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        return
+    dir_fd = os.open(parent or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

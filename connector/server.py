@@ -1,0 +1,78 @@
+"""``flavours serve``: the receiver under gunicorn with threaded workers.
+
+Each worker process has its own group-commit writer. Prometheus samples of all workers are
+aggregated through a private ``PROMETHEUS_MULTIPROC_DIR`` created for this server. gunicorn's
+access log stays off: the receiver writes its own JSON request log, which never holds a token.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from connector.settings import Settings
+
+
+class ReceiverServer(BaseApplication):
+    """gunicorn application serving ``create_app(settings)`` in every worker."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if value is not None:
+                self.cfg.set(key, value)
+        self.cfg.set("child_exit", _child_exit)
+
+    def load(self) -> Any:
+        from connector import create_app
+        from connector.logs import configure_logging
+
+        configure_logging(self.settings.log_level)
+        return create_app(self.settings)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def run_server(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> None:
+    """Run gunicorn in the foreground until it is stopped (SIGINT/SIGTERM)."""
+    metrics_dir = tempfile.mkdtemp(prefix="flavours-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    options = {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        # Flavours waits 10 s; a request never needs longer than the landing timeout.
+        "timeout": 30,
+        "graceful_timeout": 15,
+        "keepalive": 5,
+        "certfile": certfile,
+        "keyfile": keyfile,
+        "loglevel": settings.log_level.lower(),
+        "proc_name": "flavours-receiver",
+    }
+    try:
+        ReceiverServer(settings, options).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

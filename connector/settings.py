@@ -1,0 +1,89 @@
+"""Settings of the connector: one typed object read once from ``FLAVOURS_*`` variables.
+
+Every setting is an environment variable with the ``FLAVOURS_`` prefix; a ``.env`` file in the
+working directory is read too (real environment variables win). The README lists them all.
+The receiver, the pipelines and the command line each build one ``Settings`` and pass it down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+TOPICS = ("customers", "orders", "products", "loyalty", "errors")
+"""Webhook topics the receiver accepts; only customers and errors are modelled downstream."""
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    """Connector settings; field names are the variables without the ``FLAVOURS_`` prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLAVOURS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    landing_url: str = Field(
+        "./data/landing",
+        description="Landing store: a local folder or an fsspec URL such as s3://bucket/prefix.",
+    )
+    landing_compression: Literal["none", "gzip"] = Field(
+        "none", description="Compression of landed objects (gzip writes .jsonl.gz)."
+    )
+    landing_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=9,
+        description="Longest a webhook waits for its batch to be durable before answering 503.",
+    )
+    warehouse: str = Field("./data/warehouse.duckdb", description="DuckDB warehouse file.")
+    dlt_dir: str = Field(
+        "./data/dlt", description="dlt working folder (pending load packages survive crashes)."
+    )
+    webhook_token: SecretStr | None = Field(
+        None, description="Shared secret every webhook must carry (?token= or X-Flavours-Token)."
+    )
+    webhook_hmac_secret: SecretStr | None = Field(
+        None, description="Standard Webhooks signing secret (whsec_...); signatures required."
+    )
+    max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest accepted body (413).")
+    batch_max_wait_ms: float = Field(
+        20, ge=0, description="Longest a batch gathers events before it is written."
+    )
+    batch_max_events: int = Field(1000, gt=0, description="Most events in one landed object.")
+    trusted_proxies: Annotated[tuple[IpNetwork, ...], NoDecode] = Field(
+        (), description="Comma-separated proxy addresses/CIDRs whose X-Forwarded-* are trusted."
+    )
+    require_https: bool = Field(False, description="Answer plain-HTTP webhooks with 403.")
+    instance_id: str = Field(
+        default_factory=lambda: _safe_name(socket.gethostname()),
+        description="Receiver instance name used in landed object names (default: hostname).",
+    )
+    sensor_interval_s: int = Field(30, gt=0, description="How often the Dagster sensor looks.")
+    log_level: str = Field("INFO", description="Log level of the receiver and pipelines.")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(ipaddress.ip_network(part, strict=False) for part in value)
+        return value
+
+    @field_validator("instance_id")
+    @classmethod
+    def _check_instance_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._]+", value):
+            raise ValueError("instance_id may hold only letters, digits, '.' and '_'")
+        return value
+
+
+def _safe_name(name: str) -> str:
+    """A hostname reduced to characters that are safe in an object key segment."""
+    return re.sub(r"[^A-Za-z0-9.]+", "_", name)[:64] or "receiver"

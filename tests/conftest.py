@@ -1,0 +1,243 @@
+"""Shared fixtures: real servers on loopback (gunicorn receiver, moto's S3 server), temp stores.
+
+Every process a fixture starts is stopped through its own handle; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from connector import create_app
+from connector.landing import LandingStore
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+EXAMPLE_PATH = SHARED / "flavours" / "customer-create.json"
+if not EXAMPLE_PATH.exists():  # a checkout without shared/ beside it keeps a copy in tests/
+    EXAMPLE_PATH = Path(__file__).parent / "data" / "customer-create.json"
+VENV_BIN = Path(sys.executable).parent
+TOKEN = "test-token-0123456789"
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> None:
+    """Poll ``predicate`` until true, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a process we started (and its process group), escalating to SIGKILL."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def example_body() -> bytes:
+    """The documented Flavours customer.CREATE example, byte for byte."""
+    return EXAMPLE_PATH.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def example_event(example_body: bytes) -> dict:
+    return json.loads(example_body)
+
+
+@pytest.fixture
+def landing_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "landing"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def app(landing_dir: Path):
+    return create_app({"landing_url": str(landing_dir), "webhook_token": TOKEN})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def landed_lines(url: str, prefix: str = "customers") -> list[dict]:
+    """Every envelope landed under ``prefix``, in key order."""
+    store = LandingStore(url)
+    lines = []
+    for obj in store.list_objects(prefix):
+        lines.extend(json.loads(line) for line in store.iter_lines(obj.key))
+    return lines
+
+
+# -- moto's S3 server ------------------------------------------------------------------------------
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    proc: subprocess.Popen
+    env: dict[str, str]
+
+    def new_bucket(self) -> str:
+        import boto3
+
+        name = f"landing-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials()).create_bucket(
+            Bucket=name
+        )
+        return name
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "region_name": "us-east-1",
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in its own process on loopback (so tests can freeze it)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(endpoint), what="moto server")
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        yield S3Server(endpoint, proc, env)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The S3 server's endpoint and credentials in this process's environment."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=0.5)
+    except requests.RequestException:
+        return False
+    return True
+
+
+# -- the receiver under gunicorn -------------------------------------------------------------------
+
+
+@dataclass
+class ReceiverProcess:
+    url: str
+    proc: subprocess.Popen
+    landing_url: str
+    log_path: Path
+
+    def webhook_url(self, topic: str = "customers", token: str | None = TOKEN) -> str:
+        suffix = f"?token={token}" if token else ""
+        return f"{self.url}/webhooks/flavours/{topic}{suffix}"
+
+    def logs(self) -> list[dict]:
+        """The receiver's JSON log lines (other lines, e.g. gunicorn's, are skipped)."""
+        entries = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                entries.append(json.loads(line))
+        return entries
+
+
+def start_receiver(
+    tmp_path: Path,
+    landing_url: str,
+    extra_env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    scheme: str = "http",
+) -> ReceiverProcess:
+    """Start ``flavours serve`` on a free loopback port and wait until it answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLAVOURS_LANDING_URL": landing_url,
+        "FLAVOURS_WEBHOOK_TOKEN": TOKEN,
+        **(extra_env or {}),
+    }
+    log_path = tmp_path / f"receiver-{port}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "flavours"), "serve", "--port", str(port), *(args or [])],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"{scheme}://127.0.0.1:{port}"
+    receiver = ReceiverProcess(url, proc, landing_url, log_path)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"receiver exited early:\n{log_path.read_text()}")
+        try:
+            return requests.get(f"{url}/healthz", timeout=0.5, verify=False).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_until(healthy, timeout=30, what="receiver /healthz")
+    except BaseException:
+        stop_process(proc)
+        raise
+    return receiver
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, landing_dir: Path) -> Iterator[ReceiverProcess]:
+    """A real gunicorn receiver on loopback landing in a temp folder."""
+    proc = start_receiver(tmp_path, str(landing_dir))
+    try:
+        yield proc
+    finally:
+        stop_process(proc.proc)

@@ -1,0 +1,184 @@
+"""The receiver as users run it: `flavours serve` (gunicorn) on loopback, local disk and S3."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from connector.landing import LandingStore
+from tests.conftest import (
+    TOKEN,
+    VENV_BIN,
+    landed_lines,
+    start_receiver,
+    stop_process,
+)
+
+
+def post_event(url: str, event: dict) -> requests.Response:
+    return requests.post(url, json=event, timeout=10)
+
+
+def test_documented_example_is_acked_after_landing(receiver, example_body):
+    response = requests.post(
+        receiver.webhook_url(),
+        data=example_body,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+
+    assert response.status_code == 202
+    [envelope] = landed_lines(receiver.landing_url)
+    assert envelope["payload"] == json.loads(example_body)
+    assert envelope["body_sha256"] == hashlib.sha256(example_body).hexdigest()
+    assert envelope["request_id"] == response.json()["request_id"]
+    [entry] = [e for e in receiver.logs() if e.get("msg") == "webhook"]
+    assert entry["request_id"] == envelope["request_id"]
+    assert TOKEN not in receiver.log_path.read_text()
+
+
+def test_concurrent_webhooks_share_batches_and_all_land(receiver):
+    events = [{"xid": f"x-{i}", "action": "customers.UPDATE"} for i in range(400)]
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        responses = list(pool.map(lambda e: post_event(receiver.webhook_url(), e), events))
+
+    assert all(r.status_code == 202 for r in responses)
+    landed = landed_lines(receiver.landing_url)
+    assert sorted(e["payload"]["xid"] for e in landed) == sorted(e["xid"] for e in events)
+    objects = LandingStore(receiver.landing_url).list_objects("customers")
+    assert len(objects) < len(events) / 2, "group commit should share objects under load"
+
+
+def test_metrics_aggregate_every_worker(receiver):
+    for i in range(20):
+        assert post_event(receiver.webhook_url(), {"xid": str(i)}).status_code == 202
+
+    text = requests.get(f"{receiver.url}/metrics", timeout=5).text
+    totals = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    key = ("flavours_webhook_requests_total", (("status", "202"), ("topic", "customers")))
+    assert totals[key] == 20
+    assert totals[("flavours_landed_events_total", (("topic", "customers"),))] == 20
+
+
+def test_serve_refuses_to_start_without_token(tmp_path):
+    env = {"PATH": str(VENV_BIN), "FLAVOURS_LANDING_URL": str(tmp_path), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [str(VENV_BIN / "flavours"), "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "FLAVOURS_WEBHOOK_TOKEN is not set" in result.stderr
+    assert "--insecure" in result.stderr
+
+
+def test_serve_insecure_accepts_without_token(tmp_path, landing_dir):
+    receiver = start_receiver(
+        tmp_path, str(landing_dir), extra_env={"FLAVOURS_WEBHOOK_TOKEN": ""}, args=["--insecure"]
+    )
+    try:
+        response = post_event(receiver.webhook_url(token=None), {"xid": "a"})
+    finally:
+        stop_process(receiver.proc)
+
+    assert response.status_code == 202
+
+
+@pytest.fixture
+def self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_serves_https_with_certificate_and_https_only_mode(tmp_path, landing_dir, self_signed_cert):
+    cert, key = self_signed_cert
+    receiver = start_receiver(
+        tmp_path,
+        str(landing_dir),
+        extra_env={"FLAVOURS_REQUIRE_HTTPS": "true"},
+        args=["--certfile", str(cert), "--keyfile", str(key)],
+        scheme="https",
+    )
+    try:
+        response = requests.post(
+            receiver.webhook_url(), json={"xid": "tls"}, timeout=10, verify=str(cert)
+        )
+        with pytest.raises(requests.ConnectionError):
+            requests.post(receiver.webhook_url().replace("https://", "http://"), json={}, timeout=5)
+    finally:
+        stop_process(receiver.proc)
+
+    assert response.status_code == 202
+    assert [e["payload"] for e in landed_lines(str(landing_dir))] == [{"xid": "tls"}]
+
+
+def test_lands_in_s3_through_a_real_s3_server(tmp_path, s3_env, example_body):
+    bucket = s3_env.new_bucket()
+    url = f"s3://{bucket}/flavours"
+    receiver = start_receiver(tmp_path, url, extra_env=s3_env.env)
+    try:
+        response = requests.post(
+            receiver.webhook_url(),
+            data=example_body,
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        ready = requests.get(f"{receiver.url}/readyz", timeout=10)
+    finally:
+        stop_process(receiver.proc)
+
+    assert response.status_code == 202
+    assert ready.status_code == 200
+    store = LandingStore(url)
+    [obj] = store.list_objects("customers")
+    assert obj.key.startswith("customers/dt=")
+    [envelope] = landed_lines(url)
+    assert envelope["payload"] == json.loads(example_body)
