@@ -1,0 +1,103 @@
+"""warehouse.runner: models map to their files and tables, run in transactions, in UTC."""
+
+from __future__ import annotations
+
+import pytest
+from scd2_support import SECOND_MS, T0
+
+import warehouse
+from warehouse import runner
+
+
+def test_models_map_to_their_sql_files_and_tables():
+    assert warehouse.MODELS == (
+        "stg_customer_events",
+        "dim_customer",
+        "dim_customer_current",
+        "rpt_customer_daily",
+    )
+    assert [runner.model_table(name) for name in warehouse.MODELS] == [
+        "staging.stg_customer_events",
+        "analytics.dim_customer",
+        "analytics.dim_customer_current",
+        "analytics.rpt_customer_daily",
+    ]
+    for name in warehouse.MODELS:
+        path = runner.model_path(name)
+        assert path.read_text().startswith(f"-- {runner.model_table(name)}\n-- Grain: ")
+
+
+def test_run_models_reports_each_model_with_its_table_and_rows(wh, customer_event):
+    wh.deliver([customer_event("c1", "CREATE", T0), customer_event("c2", "DELETE", T0)])
+
+    results = wh.run()
+
+    assert [(r.name, r.table, r.rows, r.rows_written) for r in results] == [
+        ("stg_customer_events", "staging.stg_customer_events", 2, 2),
+        ("dim_customer", "analytics.dim_customer", 2, 2),
+        ("dim_customer_current", "analytics.dim_customer_current", 2, 2),
+        ("rpt_customer_daily", "analytics.rpt_customer_daily", 1, 1),
+    ]
+    assert all(r.seconds > 0 for r in results)
+
+
+def test_failed_model_rolls_back_and_a_later_run_catches_up(wh, customer_event):
+    wh.deliver([customer_event("c1", "CREATE", T0, name="A")])
+    wh.run()
+    before = wh.snapshot()
+    wh.deliver([customer_event("c1", "UPDATE", T0 + SECOND_MS, name="B")])
+    warehouse.run_model(wh.con, "stg_customer_events")
+    wh.con.execute("alter table staging.stg_customer_events rename column name to broken")
+
+    with pytest.raises(Exception, match="name"):
+        warehouse.run_model(wh.con, "dim_customer")
+
+    assert wh.dim() == before["analytics.dim_customer"]
+    wh.con.execute("alter table staging.stg_customer_events rename column broken to name")
+    wh.run()
+    assert [row["name"] for row in wh.dim("c1")] == ["A", "B"]
+
+
+def test_failed_full_refresh_leaves_the_previous_tables(wh, customer_event):
+    wh.deliver([customer_event("c1", "CREATE", T0, name="A")])
+    wh.run()
+    before = wh.snapshot()
+    wh.con.execute("alter table raw.customer_events rename column payload to broken")
+
+    with pytest.raises(Exception, match="payload"):
+        wh.run(full_refresh=True)
+
+    assert wh.snapshot() == before
+
+
+def test_runs_in_utc_whatever_the_session_time_zone(wh, customer_event):
+    wh.con.execute("set TimeZone = 'Asia/Riyadh'")
+    wh.deliver([customer_event("c1", "CREATE", T0 - 1)])  # 23:59:59.999 UTC, 02:59 in Riyadh
+
+    wh.run()
+
+    assert wh.con.execute("select current_setting('TimeZone')").fetchall() == [("UTC",)]
+    (row,) = wh.rows("analytics.rpt_customer_daily")
+    assert str(row["day"]) == "2024-01-17"
+
+
+def test_unknown_model_names_the_known_ones(wh):
+    with pytest.raises(ValueError, match="stg_customer_events, dim_customer"):
+        warehouse.run_model(wh.con, "dim_customers")
+
+
+def test_drop_derived_state_then_model_by_model_equals_incremental(wh, customer_event):
+    wh.deliver([customer_event("c1", "CREATE", T0, name="A")])
+    wh.run()
+    wh.deliver([customer_event("c1", "UPDATE", T0 - SECOND_MS, name="Z")])
+    wh.run()
+    incremental = wh.snapshot()
+
+    warehouse.drop_derived_state(wh.con)
+    schemas = wh.con.execute("select schema_name from duckdb_schemas() order by all").fetchall()
+    assert ("raw",) in schemas
+    assert not {("staging",), ("analytics",), ("meta",)} & set(schemas)
+    for name in warehouse.MODELS:
+        warehouse.run_model(wh.con, name)
+
+    assert wh.snapshot() == incremental

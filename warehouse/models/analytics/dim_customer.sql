@@ -1,0 +1,279 @@
+-- analytics.dim_customer
+-- Grain: one row per customer version (SCD type 2 over event time, not arrival time).
+--
+-- Events of a customer are ordered by (event_ts, CREATE < UPDATE < DELETE, xid). Each event's
+-- payload is applied on top of the state just before it: an attribute takes the value of the
+-- latest event whose payload carried its key (staging's present_attributes), so an absent key
+-- keeps the previous value and an explicit null clears it. The state after the last event of an
+-- instant is that instant's state; it becomes a new version only when an attribute (compared
+-- through attributes_hash) or the deleted state differs from the previous instant's. A DELETE
+-- gives a tombstone (is_deleted) with its payload applied too; a later CREATE or UPDATE re-opens
+-- the customer with the attributes carried over. The first event of a customer, whatever its
+-- action, starts the history.
+--
+-- customer_sk = md5(customer_id || '|' || epoch microseconds of valid_from): the same in every
+-- incremental run and full rebuild. attributes_hash = md5 of the attributes as a JSON array in
+-- column order, timestamps as epoch microseconds so that it does not depend on the time zone.
+--
+-- Incremental: only the customers whose staged events changed in batches after this model's
+-- watermark are recomputed (see staging.stg_customer_events): their rows are deleted and their
+-- whole history rebuilt from staging, so the cost follows the customers with new events.
+
+create schema if not exists analytics;
+
+create table if not exists analytics.dim_customer (
+    customer_sk varchar not null,
+    customer_id varchar not null,
+    version bigint not null,
+    valid_from timestamptz not null,
+    valid_to timestamptz,
+    is_current boolean not null,
+    is_deleted boolean not null,
+    change_action varchar not null,
+    source_xid varchar not null,
+    user_id varchar,
+    name varchar,
+    username varchar,
+    email varchar,
+    phone_prefix varchar,
+    phone varchar,
+    lang varchar,
+    role varchar,
+    is_active boolean,
+    gender varchar,
+    customer_type varchar,
+    tax_number varchar,
+    crn varchar,
+    zip_code varchar,
+    city varchar,
+    district varchar,
+    street varchar,
+    created_at timestamptz,
+    email_verified_at timestamptz,
+    phone_verified_at timestamptz,
+    attributes_hash varchar not null
+);
+
+create or replace temp table dim_customer__changed_customers as
+select *
+from meta.customers_changed_between(
+    meta.batch_watermark('analytics.dim_customer'),
+    meta.batch_watermark('staging.stg_customer_events')
+);
+
+insert or replace into meta.model_watermarks
+select
+    'analytics.dim_customer' as model,
+    meta.batch_watermark('staging.stg_customer_events') as batch_id,
+    now() as updated_at;
+
+delete from analytics.dim_customer
+where customer_id in (select customer_id from dim_customer__changed_customers);
+
+insert into analytics.dim_customer
+with events as (
+    select *
+    from staging.stg_customer_events
+    semi join dim_customer__changed_customers using (customer_id)
+),
+
+-- what each event carries: {'v': value} for a key in its payload, null for an absent key
+carried as (
+    select
+        customer_id,
+        event_ts,
+        case action when 'CREATE' then 1 when 'UPDATE' then 2 when 'DELETE' then 3 end
+            as action_rank,
+        xid,
+        action,
+        if(present_attributes.user_id, {'v': user_id}, null) as user_id,
+        if(present_attributes.name, {'v': name}, null) as name,
+        if(present_attributes.username, {'v': username}, null) as username,
+        if(present_attributes.email, {'v': email}, null) as email,
+        if(present_attributes.phone_prefix, {'v': phone_prefix}, null) as phone_prefix,
+        if(present_attributes.phone, {'v': phone}, null) as phone,
+        if(present_attributes.lang, {'v': lang}, null) as lang,
+        if(present_attributes.role, {'v': role}, null) as role,
+        if(present_attributes.is_active, {'v': is_active}, null) as is_active,
+        if(present_attributes.gender, {'v': gender}, null) as gender,
+        if(present_attributes.customer_type, {'v': customer_type}, null) as customer_type,
+        if(present_attributes.tax_number, {'v': tax_number}, null) as tax_number,
+        if(present_attributes.crn, {'v': crn}, null) as crn,
+        if(present_attributes.zip_code, {'v': zip_code}, null) as zip_code,
+        if(present_attributes.city, {'v': city}, null) as city,
+        if(present_attributes.district, {'v': district}, null) as district,
+        if(present_attributes.street, {'v': street}, null) as street,
+        if(present_attributes.created_at, {'v': created_at}, null) as created_at,
+        if(
+            present_attributes.email_verified_at, {'v': email_verified_at}, null
+        ) as email_verified_at,
+        if(
+            present_attributes.phone_verified_at, {'v': phone_verified_at}, null
+        ) as phone_verified_at
+    from events
+),
+
+-- each attribute after this event: the value carried by the latest event that had its key
+states as (
+    select
+        customer_id,
+        event_ts,
+        xid,
+        action,
+        action = 'DELETE' as is_deleted,
+        lead(event_ts) over events_so_far as next_event_ts,
+        last_value(user_id ignore nulls) over events_so_far as user_id,
+        last_value(name ignore nulls) over events_so_far as name,
+        last_value(username ignore nulls) over events_so_far as username,
+        last_value(email ignore nulls) over events_so_far as email,
+        last_value(phone_prefix ignore nulls) over events_so_far as phone_prefix,
+        last_value(phone ignore nulls) over events_so_far as phone,
+        last_value(lang ignore nulls) over events_so_far as lang,
+        last_value(role ignore nulls) over events_so_far as role,
+        last_value(is_active ignore nulls) over events_so_far as is_active,
+        last_value(gender ignore nulls) over events_so_far as gender,
+        last_value(customer_type ignore nulls) over events_so_far as customer_type,
+        last_value(tax_number ignore nulls) over events_so_far as tax_number,
+        last_value(crn ignore nulls) over events_so_far as crn,
+        last_value(zip_code ignore nulls) over events_so_far as zip_code,
+        last_value(city ignore nulls) over events_so_far as city,
+        last_value(district ignore nulls) over events_so_far as district,
+        last_value(street ignore nulls) over events_so_far as street,
+        last_value(created_at ignore nulls) over events_so_far as created_at,
+        last_value(email_verified_at ignore nulls) over events_so_far as email_verified_at,
+        last_value(phone_verified_at ignore nulls) over events_so_far as phone_verified_at
+    from carried
+    window events_so_far as (
+        partition by customer_id
+        order by event_ts, action_rank, xid
+        rows between unbounded preceding and current row
+    )
+),
+
+-- at most one version per customer and instant: the last of the tied events decides it
+instants as (
+    select *
+    from states
+    where next_event_ts is distinct from event_ts
+),
+
+instant_states as (
+    select
+        customer_id,
+        event_ts,
+        is_deleted,
+        action as change_action,
+        xid as source_xid,
+        user_id.v as user_id,
+        name.v as name,
+        username.v as username,
+        email.v as email,
+        phone_prefix.v as phone_prefix,
+        phone.v as phone,
+        lang.v as lang,
+        role.v as role,
+        is_active.v as is_active,
+        gender.v as gender,
+        customer_type.v as customer_type,
+        tax_number.v as tax_number,
+        crn.v as crn,
+        zip_code.v as zip_code,
+        city.v as city,
+        district.v as district,
+        street.v as street,
+        created_at.v as created_at,
+        email_verified_at.v as email_verified_at,
+        phone_verified_at.v as phone_verified_at
+    from instants
+),
+
+-- the attributes as a JSON array, in column order, timestamps as epoch microseconds
+hashed as (
+    select
+        *,
+        md5(
+            cast(
+                json_array(
+                    user_id,
+                    name,
+                    username,
+                    email,
+                    phone_prefix,
+                    phone,
+                    lang,
+                    role,
+                    is_active,
+                    gender,
+                    customer_type,
+                    tax_number,
+                    crn,
+                    zip_code,
+                    city,
+                    district,
+                    street,
+                    epoch_us(created_at),
+                    epoch_us(email_verified_at),
+                    epoch_us(phone_verified_at)
+                ) as varchar
+            )
+        ) as attributes_hash
+    from instant_states
+),
+
+compared as (
+    select
+        *,
+        lag(attributes_hash) over previous_instant as previous_attributes_hash,
+        lag(is_deleted) over previous_instant as previous_is_deleted
+    from hashed
+    window previous_instant as (partition by customer_id order by event_ts)
+),
+
+versions as (
+    select *
+    from compared
+    where
+        previous_attributes_hash is null
+        or attributes_hash <> previous_attributes_hash
+        or is_deleted <> previous_is_deleted
+),
+
+final as (
+    select
+        md5(customer_id || '|' || epoch_us(event_ts)) as customer_sk,
+        customer_id,
+        row_number() over customer_versions as version,
+        event_ts as valid_from,
+        lead(event_ts) over customer_versions as valid_to,
+        lead(event_ts) over customer_versions is null as is_current,
+        is_deleted,
+        change_action,
+        source_xid,
+        user_id,
+        name,
+        username,
+        email,
+        phone_prefix,
+        phone,
+        lang,
+        role,
+        is_active,
+        gender,
+        customer_type,
+        tax_number,
+        crn,
+        zip_code,
+        city,
+        district,
+        street,
+        created_at,
+        email_verified_at,
+        phone_verified_at,
+        attributes_hash
+    from versions
+    window customer_versions as (partition by customer_id order by event_ts)
+)
+
+select * from final;
+
+drop table dim_customer__changed_customers;

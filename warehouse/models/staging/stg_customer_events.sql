@@ -1,0 +1,329 @@
+-- staging.stg_customer_events
+-- Grain: one row per distinct customer event (xid), typed and flattened.
+--
+-- Incremental. A run reads only the raw rows of loads (_dlt_load_id) it has not staged before,
+-- recorded in meta.stg_customer_events_loads; loads may arrive in any order, so there is no
+-- high-water mark that could skip one. All new loads of a run form one batch.
+--
+-- First delivery wins, exactly: of all deliveries of an xid, the staged row is the one with the
+-- earliest (received_at, landing_file, line_no), whatever order the loads come in. When a later
+-- load brings an earlier delivery of an xid that is already staged, that delivery replaces the
+-- staged row, so staging always equals a full rebuild from raw.
+--
+-- Every customer whose staged events changed in a batch (inserted rows, replaced rows, and the
+-- previous customer of a replaced row) is listed in meta.stg_customer_events_changes, and the
+-- batch becomes this model's watermark in meta.model_watermarks. Each model downstream keeps its
+-- own watermark there and recomputes exactly the customers of the batches its upstream has
+-- consumed since (macros meta.batch_watermark and meta.customers_changed_between).
+--
+-- Attributes: present_attributes.<attribute> is true when the attribute's key is in the payload
+-- (an explicit null counts as present; a key under data.user is absent when data.user is absent
+-- or null). Values that have the wrong type become NULL but still count as present: timestamps
+-- are epoch milliseconds (an integer, or a string holding one); is_active is a JSON boolean
+-- only, since a cast would read "yes" as true. data.user.fcm_token is never copied.
+
+create schema if not exists staging;
+
+create schema if not exists meta;
+
+create table if not exists meta.stg_customer_events_loads (
+    _dlt_load_id varchar primary key,
+    batch_id bigint not null,
+    staged_at timestamptz not null
+);
+
+create table if not exists meta.stg_customer_events_changes (
+    batch_id bigint not null,
+    customer_id varchar not null
+);
+
+-- the last batch each model has consumed; the models downstream read batches through these macros
+create table if not exists meta.model_watermarks (
+    model varchar primary key,
+    batch_id bigint not null,
+    updated_at timestamptz not null
+);
+
+create or replace macro meta.batch_watermark(model_name) as (
+    select coalesce(max(batch_id), 0) from meta.model_watermarks where model = model_name
+);
+
+create or replace macro meta.customers_changed_between(after_batch, upto_batch) as table
+select distinct customer_id
+from meta.stg_customer_events_changes
+where batch_id > after_batch and batch_id <= upto_batch;
+
+create table if not exists staging.stg_customer_events (
+    xid varchar not null,
+    customer_id varchar not null,
+    action varchar not null,
+    event_ts timestamptz not null,
+    user_id varchar,
+    name varchar,
+    username varchar,
+    email varchar,
+    phone_prefix varchar,
+    phone varchar,
+    lang varchar,
+    role varchar,
+    is_active boolean,
+    gender varchar,
+    customer_type varchar,
+    tax_number varchar,
+    crn varchar,
+    zip_code varchar,
+    city varchar,
+    district varchar,
+    street varchar,
+    created_at timestamptz,
+    email_verified_at timestamptz,
+    phone_verified_at timestamptz,
+    present_attributes struct(
+        user_id boolean,
+        name boolean,
+        username boolean,
+        email boolean,
+        phone_prefix boolean,
+        phone boolean,
+        lang boolean,
+        role boolean,
+        is_active boolean,
+        gender boolean,
+        customer_type boolean,
+        tax_number boolean,
+        crn boolean,
+        zip_code boolean,
+        city boolean,
+        district boolean,
+        street boolean,
+        created_at boolean,
+        email_verified_at boolean,
+        phone_verified_at boolean
+    ) not null,
+    received_at timestamptz,
+    landing_file varchar,
+    line_no bigint
+);
+
+create or replace temp table stg_customer_events__batch as
+with staged_loads as (
+    select batch_id from meta.stg_customer_events_loads
+),
+
+final as (
+    select coalesce(max(batch_id), 0) + 1 as batch_id from staged_loads
+)
+
+select * from final;
+
+create or replace temp table stg_customer_events__new_loads as
+with raw_loads as (
+    select distinct _dlt_load_id
+    from raw.customer_events
+    where _dlt_load_id is not null
+),
+
+final as (
+    select raw_loads._dlt_load_id
+    from raw_loads
+    anti join meta.stg_customer_events_loads as staged using (_dlt_load_id)
+)
+
+select * from final;
+
+create or replace temp table stg_customer_events__winners as
+with new_deliveries as (
+    select
+        rowid as raw_rowid,
+        xid,
+        customer_id,
+        received_at,
+        landing_file,
+        line_no
+    from raw.customer_events
+    semi join stg_customer_events__new_loads using (_dlt_load_id)
+    -- the loader only writes valid events; a row that is not one is left out rather than
+    -- failing the run, and the raw-vs-staging reconciliation check reports it
+    where
+        xid is not null
+        and customer_id is not null
+        and event_ts is not null
+        and regexp_full_match(action, 'customers\.(create|update|delete)', 'i')
+),
+
+staged_deliveries as (
+    select xid, customer_id, received_at, landing_file, line_no
+    from staging.stg_customer_events
+    semi join new_deliveries using (xid)
+),
+
+candidates as (
+    select raw_rowid, xid, customer_id, received_at, landing_file, line_no, true as is_new
+    from new_deliveries
+    union all
+    select null, xid, customer_id, received_at, landing_file, line_no, false as is_new
+    from staged_deliveries
+),
+
+-- the same order as a full rebuild; an exact tie with the staged row is the same line of the
+-- same file, so the staged row stays
+first_deliveries as (
+    select *
+    from candidates
+    qualify row_number() over (
+        partition by xid order by received_at, landing_file, line_no, is_new
+    ) = 1
+),
+
+final as (
+    select
+        first_deliveries.raw_rowid,
+        first_deliveries.xid,
+        first_deliveries.customer_id,
+        staged_deliveries.customer_id as replaced_customer_id,
+        staged_deliveries.xid is not null as replaces_staged_row
+    from first_deliveries
+    left join staged_deliveries using (xid)
+    where first_deliveries.is_new
+)
+
+select * from final;
+
+insert into meta.stg_customer_events_loads
+select
+    stg_customer_events__new_loads._dlt_load_id,
+    stg_customer_events__batch.batch_id,
+    now() as staged_at
+from stg_customer_events__new_loads
+cross join stg_customer_events__batch;
+
+insert into meta.stg_customer_events_changes
+with changed_customers as (
+    select customer_id from stg_customer_events__winners
+    union
+    select replaced_customer_id from stg_customer_events__winners where replaces_staged_row
+),
+
+final as (
+    select stg_customer_events__batch.batch_id, changed_customers.customer_id
+    from changed_customers
+    cross join stg_customer_events__batch
+)
+
+select * from final;
+
+insert or replace into meta.model_watermarks
+select
+    'staging.stg_customer_events' as model,
+    stg_customer_events__batch.batch_id,
+    now() as updated_at
+from stg_customer_events__batch
+where exists (select 1 from stg_customer_events__new_loads);
+
+delete from staging.stg_customer_events
+where xid in (select xid from stg_customer_events__winners where replaces_staged_row);
+
+insert into staging.stg_customer_events
+with winners as (
+    select deliveries.*
+    from raw.customer_events as deliveries
+    semi join stg_customer_events__winners as winner on deliveries.rowid = winner.raw_rowid
+),
+
+extracted as (
+    select
+        *,
+        -- one parse per payload; the order here is the order of the columns below
+        json_extract(payload, [
+            '$.data.user.id',
+            '$.data.user.name',
+            '$.data.user.username',
+            '$.data.user.email',
+            '$.data.user.phone_prefix',
+            '$.data.user.phone',
+            '$.data.user.lang',
+            '$.data.user.role',
+            '$.data.user.is_active',
+            '$.data.gender',
+            '$.data.type',
+            '$.data.tax_number',
+            '$.data.crn',
+            '$.data.zip_code',
+            '$.data.city',
+            '$.data.district',
+            '$.data.street',
+            '$.data.user.created_at',
+            '$.data.user.email_verified_at',
+            '$.data.user.phone_verified_at'
+        ]) as attribute_json
+    from winners
+),
+
+final as (
+    select
+        xid,
+        customer_id,
+        upper(split_part(action, '.', 2)) as action,
+        event_ts,
+        attribute_json[1] ->> '$' as user_id,
+        attribute_json[2] ->> '$' as name,
+        attribute_json[3] ->> '$' as username,
+        attribute_json[4] ->> '$' as email,
+        attribute_json[5] ->> '$' as phone_prefix,
+        attribute_json[6] ->> '$' as phone,
+        attribute_json[7] ->> '$' as lang,
+        attribute_json[8] ->> '$' as role,
+        if(
+            json_type(attribute_json[9]) = 'BOOLEAN',
+            cast(attribute_json[9] ->> '$' as boolean),
+            null
+        ) as is_active,
+        attribute_json[10] ->> '$' as gender,
+        attribute_json[11] ->> '$' as customer_type,
+        attribute_json[12] ->> '$' as tax_number,
+        attribute_json[13] ->> '$' as crn,
+        attribute_json[14] ->> '$' as zip_code,
+        attribute_json[15] ->> '$' as city,
+        attribute_json[16] ->> '$' as district,
+        attribute_json[17] ->> '$' as street,
+        try(epoch_ms(try_cast(attribute_json[18] ->> '$' as bigint)) at time zone 'UTC')
+            as created_at,
+        try(epoch_ms(try_cast(attribute_json[19] ->> '$' as bigint)) at time zone 'UTC')
+            as email_verified_at,
+        try(epoch_ms(try_cast(attribute_json[20] ->> '$' as bigint)) at time zone 'UTC')
+            as phone_verified_at,
+        {
+            'user_id': attribute_json[1] is not null,
+            'name': attribute_json[2] is not null,
+            'username': attribute_json[3] is not null,
+            'email': attribute_json[4] is not null,
+            'phone_prefix': attribute_json[5] is not null,
+            'phone': attribute_json[6] is not null,
+            'lang': attribute_json[7] is not null,
+            'role': attribute_json[8] is not null,
+            'is_active': attribute_json[9] is not null,
+            'gender': attribute_json[10] is not null,
+            'customer_type': attribute_json[11] is not null,
+            'tax_number': attribute_json[12] is not null,
+            'crn': attribute_json[13] is not null,
+            'zip_code': attribute_json[14] is not null,
+            'city': attribute_json[15] is not null,
+            'district': attribute_json[16] is not null,
+            'street': attribute_json[17] is not null,
+            'created_at': attribute_json[18] is not null,
+            'email_verified_at': attribute_json[19] is not null,
+            'phone_verified_at': attribute_json[20] is not null
+        } as present_attributes,
+        received_at,
+        landing_file,
+        line_no
+    from extracted
+)
+
+select * from final;
+
+drop table stg_customer_events__winners;
+
+drop table stg_customer_events__new_loads;
+
+drop table stg_customer_events__batch;

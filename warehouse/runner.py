@@ -1,0 +1,213 @@
+"""Run the warehouse's SQL models and asset checks against a DuckDB database.
+
+A model is one SQL script, `warehouse/models/<schema>/<table>.sql`, that creates its table if
+needed and brings it up to date; `MODELS` lists them in dependency order. The runner executes
+each script statement by statement inside one transaction (all or nothing), with the session
+time zone set to UTC. A check is one query, `warehouse/checks/<name>.sql`, that returns the
+offending rows; it passes when it returns none.
+
+Reads no settings: callers pass an open DuckDB connection (`connect` opens one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+PACKAGE_DIR = Path(__file__).parent
+MODELS_DIR = PACKAGE_DIR / "models"
+CHECKS_DIR = PACKAGE_DIR / "checks"
+FULL_REFRESH_SQL = PACKAGE_DIR / "maintenance" / "drop_derived_state.sql"
+
+MODELS: tuple[str, ...] = (
+    "stg_customer_events",
+    "dim_customer",
+    "dim_customer_current",
+    "rpt_customer_daily",
+)
+
+CHECKS: tuple[str, ...] = (
+    "dim_customer_unique_customer_sk",
+    "dim_customer_one_current_row_per_customer",
+    "dim_customer_contiguous_windows",
+    "stg_customer_events_reconciles_with_raw",
+)
+
+RAW_TABLE = "raw.customer_events"
+
+_PARSED: dict[Path, tuple[duckdb.Statement, ...]] = {}
+
+
+class MissingRawEventsError(RuntimeError):
+    """raw.customer_events does not exist yet, so there is nothing to stage."""
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """What one model run did: its table, rows in it afterwards, rows its last insert wrote."""
+
+    name: str
+    table: str
+    rows: int
+    rows_written: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one asset check: passed when the check query returned no rows."""
+
+    name: str
+    passed: bool
+    failing_rows: int
+    sample: list[dict[str, Any]]
+
+
+def connect(
+    database: str | Path = ":memory:", *, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB database with the session time zone set to UTC."""
+    con = duckdb.connect(str(database), read_only=read_only)
+    use_utc(con)
+    return con
+
+
+def use_utc(con: duckdb.DuckDBPyConnection) -> None:
+    """Make dates and timestamps render and truncate in UTC on this connection."""
+    con.execute("set TimeZone = 'UTC'")
+
+
+def model_path(name: str) -> Path:
+    """The SQL file of model `name`."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; the models are: {', '.join(MODELS)}")
+    (path,) = MODELS_DIR.glob(f"*/{name}.sql")
+    return path
+
+
+def model_table(name: str) -> str:
+    """The table model `name` maintains, as `schema.table`."""
+    return f"{model_path(name).parent.name}.{name}"
+
+
+def check_path(name: str) -> Path:
+    """The SQL file of check `name`."""
+    if name not in CHECKS:
+        raise ValueError(f"unknown check {name!r}; the checks are: {', '.join(CHECKS)}")
+    return CHECKS_DIR / f"{name}.sql"
+
+
+def run_model(con: duckdb.DuckDBPyConnection, name: str) -> ModelResult:
+    """Bring one model's table up to date in its own transaction (rolled back on error)."""
+    use_utc(con)
+    started = time.perf_counter()
+    with _transaction(con):
+        rows_written = _run_model_script(con, name)
+    return _model_result(con, name, rows_written, started)
+
+
+def run_models(con: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> list[ModelResult]:
+    """Run every model in order; `full_refresh` first drops staging, analytics and meta.
+
+    An incremental run commits model by model. A full refresh is one transaction: until it
+    commits, readers keep seeing the previous tables, and a failure leaves them as they were.
+    """
+    use_utc(con)
+    if not full_refresh:
+        return [run_model(con, name) for name in MODELS]
+    results = []
+    with _transaction(con):
+        _execute_script(con, FULL_REFRESH_SQL)
+        for name in MODELS:
+            started = time.perf_counter()
+            rows_written = _run_model_script(con, name)
+            results.append(_model_result(con, name, rows_written, started))
+    return results
+
+
+def drop_derived_state(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop staging, analytics and meta (never raw), so that the next run rebuilds everything."""
+    with _transaction(con):
+        _execute_script(con, FULL_REFRESH_SQL)
+
+
+def run_check(con: duckdb.DuckDBPyConnection, name: str, sample_size: int = 5) -> CheckResult:
+    """Run one asset check and return how many rows offend, with a few of them."""
+    offending = con.sql(check_path(name).read_text())
+    ((failing_rows,),) = offending.count("*").fetchall()
+    sample_relation = offending.limit(sample_size)
+    columns = sample_relation.columns
+    sample = [dict(zip(columns, row, strict=True)) for row in sample_relation.fetchall()]
+    return CheckResult(
+        name=name, passed=failing_rows == 0, failing_rows=failing_rows, sample=sample
+    )
+
+
+def run_checks(con: duckdb.DuckDBPyConnection) -> list[CheckResult]:
+    """Run every asset check."""
+    return [run_check(con, name) for name in CHECKS]
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.begin()
+    try:
+        yield
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+
+
+def _run_model_script(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    if name == MODELS[0]:
+        _require_raw_events(con)
+    return _execute_script(con, model_path(name))
+
+
+def _model_result(
+    con: duckdb.DuckDBPyConnection, name: str, rows_written: int, started: float
+) -> ModelResult:
+    table = model_table(name)
+    ((rows,),) = con.table(table).count("*").fetchall()
+    return ModelResult(
+        name=name,
+        table=table,
+        rows=rows,
+        rows_written=rows_written,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _execute_script(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Execute every statement of a SQL file; return the row count of its last insert (by
+    convention a model's last insert writes its own table)."""
+    rows_written = 0
+    for statement in _statements(con, path):
+        result = con.execute(statement).fetchall()
+        if statement.type == duckdb.StatementType.INSERT:
+            rows_written = result[0][0]
+    return rows_written
+
+
+def _statements(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[duckdb.Statement, ...]:
+    """The statements of a SQL file, split once per process (the files are package data)."""
+    if path not in _PARSED:
+        _PARSED[path] = tuple(con.extract_statements(path.read_text()))
+    return _PARSED[path]
+
+
+def _require_raw_events(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.table(RAW_TABLE)
+    except duckdb.CatalogException as error:
+        raise MissingRawEventsError(
+            f"{RAW_TABLE} does not exist in this database: load the landed events first "
+            "(`flavours load`), then run the models."
+        ) from error
