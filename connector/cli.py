@@ -79,5 +79,136 @@ def serve(
     )
 
 
+@main.command()
+@click.option(
+    "--full-refresh", is_flag=True, help="Rebuild staging and analytics from raw (raw is kept)."
+)
+def load(full_refresh: bool) -> None:
+    """Load new landed objects and update the customer models, once, in process."""
+    from pipelines.run import run_load
+
+    settings = load_settings()
+    click.echo(f"loading {settings.landing_url} into {settings.warehouse}", err=True)
+    _, summary = run_load(settings, full_refresh=full_refresh)
+    for line in summary.lines():
+        click.echo(line)
+    if summary.checks_failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--customers", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--events", default=1000, show_default=True, type=click.IntRange(0))
+@click.option("--rate", default=0.0, show_default=True, help="Deliveries per second (0: max).")
+@click.option(
+    "--duplicates",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of events delivered a second time (same xid).",
+)
+@click.option("--shuffle", is_flag=True, help="Deliver out of event-time order.")
+@click.option(
+    "--example/--no-example",
+    default=True,
+    show_default=True,
+    help="Send the documented customers.CREATE example first.",
+)
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--retries", default=5, show_default=True, type=click.IntRange(0))
+@click.option("--timeout", "timeout_s", default=10.0, show_default=True, help="Seconds per try.")
+@click.option("--token", envvar="FLAVOURS_WEBHOOK_TOKEN", help="Appended as ?token= when set.")
+@click.option("--seed", default=7, show_default=True, help="Random seed (same seed, same events).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def send(
+    url: str,
+    customers: int,
+    events: int,
+    rate: float,
+    duplicates: float,
+    shuffle: bool,
+    example: bool,
+    concurrency: int,
+    retries: int,
+    timeout_s: float,
+    token: str | None,
+    seed: int,
+    progress: bool,
+) -> None:
+    """Send synthetic Flavours customer events to URL, retrying like Flavours."""
+    from connector.sending import (
+        delivery_order,
+        documented_example,
+        progress_bar,
+        send_events,
+        synthetic_events,
+    )
+
+    url = _with_token(url, token)
+    stream = synthetic_events(customers, events, seed=seed)
+    deliveries = ([documented_example()] if example else []) + delivery_order(
+        stream, duplicates=duplicates, shuffle=shuffle, seed=seed
+    )
+    with progress_bar(len(deliveries), progress) as advance:
+        report = send_events(
+            url,
+            deliveries,
+            rate=rate,
+            concurrency=concurrency,
+            retries=retries,
+            timeout_s=timeout_s,
+            on_done=advance,
+        )
+    statuses = ", ".join(
+        f"{code or 'no answer'}: {n}" for code, n in sorted(report.statuses.items())
+    )
+    click.echo(
+        f"acked {report.acked} of {len(deliveries)} deliveries, failed {report.failed}, "
+        f"{report.attempts} attempts in {report.seconds:.1f} s "
+        f"({len(deliveries) / max(report.seconds, 1e-9):.0f}/s); answers: {statuses}"
+    )
+    if report.failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--customers", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--events", default=2000, show_default=True, type=click.IntRange(1))
+def demo(customers: int, events: int) -> None:
+    """Receive sample events through a real receiver, load them, show the customer history."""
+    from connector.devtools import run_demo
+
+    run_demo(load_settings(), customers=customers, events=events, echo=click.echo)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--insecure", is_flag=True, help="Run the receiver without a token.")
+def dev(host: str, port: int, insecure: bool) -> None:
+    """Run the receiver and `dagster dev` together; Ctrl-C stops both."""
+    from connector.devtools import run_dev
+
+    settings = load_settings()
+    if settings.webhook_token is None and not insecure:
+        raise click.UsageError("set FLAVOURS_WEBHOOK_TOKEN or pass --insecure (see `serve`)")
+    raise SystemExit(run_dev(settings, host, port, insecure))
+
+
+def _with_token(url: str, token: str | None) -> str:
+    """``url`` with ``?token=`` added unless it already carries one."""
+    from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+    if not token:
+        return url
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if "token" in query:
+        return url
+    query["token"] = [token]
+    return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,6 +43,7 @@ class LandedObject:
 
     key: str
     topic: str
+    size: int = 0
 
 
 class LandingStore:
@@ -98,14 +99,13 @@ class LandingStore:
         """Every landed object of ``topic``, sorted by key; temporary files are never listed."""
         base = self._path(topic)
         try:
-            paths = self.fs.find(base)
+            entries = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return []
         found = []
-        for path in paths:
-            name = posixpath.basename(path)
-            if OBJECT_NAME.match(name):
-                found.append(LandedObject(key=self._key(path), topic=topic))
+        for path, info in entries.items():
+            if OBJECT_NAME.match(posixpath.basename(path)):
+                found.append(LandedObject(self._key(path), topic, int(info.get("size") or 0)))
         return sorted(found, key=lambda obj: obj.key)
 
     def read_object(self, key: str) -> bytes:

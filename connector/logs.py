@@ -2,16 +2,21 @@
 
 The receiver logs one line per request (request id, topic, xid, action, status, latency). Tokens
 never reach a log (they are not in the fields), and anything that looks like an e-mail address
-or a phone number in a message or field is masked before it is written.
+or a phone number in a message or field is masked before it is written. In a receiver worker the
+lines are formatted and written by one background thread, so request threads never queue on the
+log file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
 import sys
+import threading
 from datetime import UTC, datetime
+from typing import TextIO
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w-])\+?\d[\d ()-]{6,}\d(?![\w-])")
@@ -50,9 +55,72 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send the ``connector`` and ``pipelines`` loggers to stderr as JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+class BackgroundLineHandler(logging.Handler):
+    """Queues records for one thread that formats them and writes all waiting lines at once.
+
+    Under a threaded server every request logs a line; a plain ``StreamHandler`` makes those
+    threads take turns on its lock around formatting and a write per line. Here a request only
+    queues its record. Lines keep their order, and ``close`` (run by ``logging.shutdown`` at exit)
+    writes what is left. The thread does not survive ``fork``: create the handler after forking.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self._records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._write_lines, name="flavours-log-writer", daemon=True
+        )
+        self._writer.start()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock: the queue is the only state shared between threads.
+        if self.filter(record):
+            self._records.put(record)
+            return True
+        return False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._records.put(record)
+
+    def close(self) -> None:
+        if self._writer.is_alive():
+            self._records.put(None)
+            self._writer.join(timeout=5)
+        super().close()
+
+    def _write_lines(self) -> None:
+        while True:
+            records = [self._records.get()]
+            while len(records) < 1000:
+                try:
+                    records.append(self._records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            for record in records:
+                if record is None:
+                    continue
+                try:
+                    lines.append(self.format(record) + "\n")
+                except Exception:
+                    self.handleError(record)
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:
+                self.handleError(records[-1] or logging.makeLogRecord({}))
+            if None in records:
+                return
+
+
+def configure_logging(level: str = "INFO", background: bool = False) -> None:
+    """Send the ``connector``, ``pipelines`` and ``warehouse`` loggers to stderr as JSON lines.
+
+    ``background=True`` writes them from one thread (``BackgroundLineHandler``): for a threaded
+    server process that will not fork again, such as a gunicorn worker.
+    """
+    handler = BackgroundLineHandler(sys.stderr) if background else logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in ("connector", "pipelines", "warehouse"):
         logger = logging.getLogger(name)

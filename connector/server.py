@@ -35,7 +35,8 @@ class ReceiverServer(BaseApplication):
         from connector import create_app
         from connector.logs import configure_logging
 
-        configure_logging(self.settings.log_level)
+        # gunicorn calls this in each worker after forking, so a background log writer is safe.
+        configure_logging(self.settings.log_level, background=True)
         return create_app(self.settings)
 
 

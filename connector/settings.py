@@ -64,7 +64,6 @@ class Settings(BaseSettings):
         default_factory=lambda: _safe_name(socket.gethostname()),
         description="Receiver instance name used in landed object names (default: hostname).",
     )
-    sensor_interval_s: int = Field(30, gt=0, description="How often the Dagster sensor looks.")
     log_level: str = Field("INFO", description="Log level of the receiver and pipelines.")
 
     @field_validator("trusted_proxies", mode="before")

@@ -25,8 +25,8 @@ from connector.landing import LandingStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EXAMPLE_PATH = SHARED / "flavours" / "customer-create.json"
-if not EXAMPLE_PATH.exists():  # a checkout without shared/ beside it keeps a copy in tests/
-    EXAMPLE_PATH = Path(__file__).parent / "data" / "customer-create.json"
+if not EXAMPLE_PATH.exists():  # without shared/ beside the checkout: the packaged copy
+    EXAMPLE_PATH = Path(__file__).parents[1] / "connector" / "data" / "customer-create.json"
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "test-token-0123456789"
 
@@ -127,9 +127,8 @@ def _boto_credentials() -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """moto's S3 server in its own process on loopback (so tests can freeze it)."""
+def start_s3_server() -> S3Server:
+    """Start moto's S3 server in its own process group on loopback and wait until it answers."""
     port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -140,15 +139,26 @@ def s3_server() -> Iterator[S3Server]:
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(endpoint), what="moto server")
-        env = {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        yield S3Server(endpoint, proc, env)
-    finally:
+    except BaseException:
         stop_process(proc)
+        raise
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    return S3Server(endpoint, proc, env)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in its own process on loopback (so tests can freeze it)."""
+    server = start_s3_server()
+    try:
+        yield server
+    finally:
+        stop_process(server.proc)
 
 
 @pytest.fixture

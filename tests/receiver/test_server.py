@@ -21,6 +21,7 @@ from tests.conftest import (
     landed_lines,
     start_receiver,
     stop_process,
+    wait_until,
 )
 
 
@@ -41,6 +42,8 @@ def test_documented_example_is_acked_after_landing(receiver, example_body):
     assert envelope["payload"] == json.loads(example_body)
     assert envelope["body_sha256"] == hashlib.sha256(example_body).hexdigest()
     assert envelope["request_id"] == response.json()["request_id"]
+    # Log lines are written by a background thread, a moment after the answer.
+    wait_until(lambda: any(e.get("msg") == "webhook" for e in receiver.logs()), timeout=5)
     [entry] = [e for e in receiver.logs() if e.get("msg") == "webhook"]
     assert entry["request_id"] == envelope["request_id"]
     assert TOKEN not in receiver.log_path.read_text()

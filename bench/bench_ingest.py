@@ -1,0 +1,497 @@
+"""Receiver benchmark (``make bench-ingest``): durable-ack throughput and ack latency.
+
+Starts ``flavours serve`` (gunicorn, 2 workers, threaded) on loopback, landing in a temporary
+folder on local disk, and measures in one run:
+
+a. ``GET /healthz``, the trivial endpoint, at a fixed concurrency (closed loop);
+b. ``POST /webhooks/flavours/customers`` of the documented customer event with fresh ids, at
+   the same concurrency: every 202 means the event is durable (fsync'd and renamed);
+c. an open loop at a fixed rate (default 500 events/s): ack latency measured from the moment
+   each request was due, so a slow answer cannot hide the requests queued behind it.
+
+Targets (DESIGN.md section 7): (b) >= 50 % of (a) (aim 70 %), >= 2,000 events/s on 2 cores;
+p99 ack latency <= 50 ms in (c). At the end every acked event must be in the landing folder.
+The load comes from several processes, each with persistent ``http.client`` connections.
+Everything started here is stopped here. ``--env NAME=VALUE`` passes settings to the receiver
+(e.g. ``FLAVOURS_BATCH_MAX_WAIT_MS``) to compare configurations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT.parent / "shared" / "flavours" / "customer-create.json"
+if not EXAMPLE.exists():
+    EXAMPLE = ROOT / "tests" / "data" / "customer-create.json"
+HOST = "127.0.0.1"
+WEBHOOK = "/webhooks/flavours/customers"
+# The ids of the documented example, replaced by fresh ones in every event sent.
+EXAMPLE_XID = b"9a48c3ad-35e9-4929-b714-6fe30f4afc93"
+EXAMPLE_CUSTOMER_ID = b"c4a868ea-735e-461f-868c-a5d2eaa212d0"
+EXAMPLE_USER_ID = b"fe4aa1ef-b35c-4e69-be60-fc34ab7447e5"
+EXAMPLE_TIMESTAMP = b"1697681187551"
+
+
+@dataclass
+class Load:
+    """What one load-generator process is asked to do."""
+
+    port: int
+    path: str
+    connections: int
+    start_wall: float
+    warmup_s: float
+    duration_s: float
+    template: bytes | None = None  # POST bodies are made from it; None means GET
+    rate_per_s: float | None = None  # open loop at this rate; None means closed loop
+    offset_s: float = 0.0
+
+
+@dataclass
+class LoadResult:
+    """Measured in the window after warm-up: statuses, latencies; acked xids over the whole run."""
+
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
+    late_starts: int = 0
+    cpu_s: float = 0.0
+    """CPU seconds the load generator itself used (the whole phase, warm-up included)."""
+
+
+def fresh_event(template: bytes) -> tuple[str, bytes]:
+    """The example event with a new xid, customer id, user id and timestamp."""
+    xid = str(uuid.uuid4())
+    body = (
+        template.replace(EXAMPLE_XID, xid.encode())
+        .replace(EXAMPLE_CUSTOMER_ID, str(uuid.uuid4()).encode())
+        .replace(EXAMPLE_USER_ID, str(uuid.uuid4()).encode())
+        .replace(EXAMPLE_TIMESTAMP, str(int(time.time() * 1000)).encode())
+    )
+    return xid, body
+
+
+def run_load(load: Load) -> LoadResult:
+    """One load-generator process: ``load.connections`` threads, one keep-alive connection each."""
+    result = LoadResult()
+    lock = threading.Lock()
+    # Wall-clock start shared by all processes, turned into this process's monotonic clock.
+    start = time.perf_counter() + (load.start_wall - time.time())
+    measure_from = start + load.warmup_s
+    end = measure_from + load.duration_s
+    next_index = iter(range(10**9))
+    headers = {"Content-Type": "application/json"}
+
+    def due_time() -> float | None:
+        """Open loop: when the next request is due (None past the end)."""
+        with lock:
+            index = next(next_index)
+        due = start + load.offset_s + index / load.rate_per_s
+        return due if due < end else None
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(HOST, load.port, timeout=30)
+        statuses: dict[int, int] = {}
+        latencies: list[float] = []
+        acked: list[str] = []
+        errors = late = 0
+        delay = start - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        while True:
+            if load.rate_per_s is None:
+                began = time.perf_counter()
+                if began >= end:
+                    break
+            else:
+                due = due_time()
+                if due is None:
+                    break
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                elif wait < -0.001:
+                    late += 1
+                began = due
+            try:
+                if load.template is None:
+                    conn.request("GET", load.path)
+                else:
+                    xid, body = fresh_event(load.template)
+                    conn.request("POST", load.path, body, headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, load.port, timeout=30)
+                continue
+            done = time.perf_counter()
+            if load.template is not None and response.status == 202:
+                acked.append(xid)
+            # Closed loop counts what completed in the window; open loop every request due in it.
+            if measure_from <= began and (done <= end or load.rate_per_s is not None):
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+                latencies.append(done - began)
+        conn.close()
+        with lock:
+            for status, count in statuses.items():
+                result.statuses[status] = result.statuses.get(status, 0) + count
+            result.latencies.extend(latencies)
+            result.acked.extend(acked)
+            result.errors += errors
+            result.late_starts += late
+
+    cpu_before = time.process_time()
+    threads = [threading.Thread(target=worker) for _ in range(load.connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.cpu_s = time.process_time() - cpu_before
+    return result
+
+
+@dataclass
+class Phase:
+    name: str
+    duration_s: float
+    result: LoadResult
+    warmup_s: float = 0.0
+    server_cpu_s: float = float("nan")
+    """CPU seconds the receiver's processes used during the measured window."""
+    machine_busy: float = float("nan")
+    """Share of all CPUs busy during the measured window (receiver, load and the rest)."""
+
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        requests = sum(self.result.statuses.values())
+        return self.server_cpu_s * 1000 / requests if requests else float("nan")
+
+    @property
+    def load_cpu_ms_per_request(self) -> float:
+        """The load generator's CPU per request (its CPU and requests over the whole phase)."""
+        measured = sum(self.result.statuses.values())
+        sent = measured * (self.duration_s + self.warmup_s) / self.duration_s
+        return self.result.cpu_s * 1000 / sent if sent else float("nan")
+
+    @property
+    def ok(self) -> int:
+        return sum(n for status, n in self.result.statuses.items() if 200 <= status < 300)
+
+    @property
+    def per_second(self) -> float:
+        return self.ok / self.duration_s
+
+    def percentile_ms(self, q: float) -> float:
+        values = sorted(self.result.latencies)
+        if not values:
+            return float("nan")
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+    @property
+    def failures(self) -> int:
+        bad = sum(n for status, n in self.result.statuses.items() if not 200 <= status < 300)
+        return bad + self.result.errors
+
+
+def run_phase(
+    name: str,
+    pool,
+    server: subprocess.Popen,
+    port: int,
+    procs: int,
+    connections: int,
+    args: argparse.Namespace,
+    template: bytes | None,
+    rate: float | None = None,
+) -> Phase:
+    """Run one phase across ``procs`` load processes and merge their results."""
+    path = WEBHOOK + f"?token={args.token}" if template is not None else "/healthz"
+    start_wall = time.time() + 0.5
+    loads = [
+        Load(
+            port=port,
+            path=path,
+            connections=connections // procs + (i < connections % procs),
+            start_wall=start_wall,
+            warmup_s=args.warmup,
+            duration_s=args.open_duration if rate else args.duration,
+            template=template,
+            rate_per_s=rate / procs if rate else None,
+            offset_s=i / rate if rate else 0.0,
+        )
+        for i in range(procs)
+    ]
+    samples: list[tuple[float, tuple[int, int]]] = []
+
+    def sample() -> None:
+        samples.append((group_cpu_seconds(server.pid), machine_ticks()))
+
+    window_start = start_wall + args.warmup - time.time()
+    timers = [
+        threading.Timer(window_start, sample),
+        threading.Timer(window_start + loads[0].duration_s, sample),
+    ]
+    for timer in timers:
+        timer.start()
+    merged = LoadResult()
+    for part in pool.map(run_load, loads):
+        for status, count in part.statuses.items():
+            merged.statuses[status] = merged.statuses.get(status, 0) + count
+        merged.latencies.extend(part.latencies)
+        merged.acked.extend(part.acked)
+        merged.errors += part.errors
+        merged.late_starts += part.late_starts
+        merged.cpu_s += part.cpu_s
+    for timer in timers:
+        timer.join()
+    phase = Phase(name, loads[0].duration_s, merged, args.warmup)
+    if len(samples) == 2:
+        (cpu0, (busy0, all0)), (cpu1, (busy1, all1)) = samples
+        phase.server_cpu_s = cpu1 - cpu0
+        phase.machine_busy = (busy1 - busy0) / max(all1 - all0, 1)
+    return phase
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Busy and total CPU ticks of the whole machine so far (from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    return sum(values) - idle, sum(values)
+
+
+def group_cpu_seconds(group: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # fields after the name: state, ppid, pgrp, ...
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_receiver(workdir: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+    """``flavours serve`` on loopback in its own process group; waits until /healthz answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLAVOURS_LANDING_URL": str(workdir / "landing"),
+        "FLAVOURS_WEBHOOK_TOKEN": args.token,
+        "TMPDIR": str(workdir),
+    }
+    for item in args.env:
+        name, _, value = item.partition("=")
+        env[name] = value
+    command = [str(Path(sys.executable).parent / "flavours"), "serve", "--host", HOST]
+    command += ["--port", str(port), "--workers", str(args.workers)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    log = (workdir / "receiver.log").open("wb")
+    proc = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    log.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"receiver exited:\n{(workdir / 'receiver.log').read_text()}")
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    stop_receiver(proc)
+    raise SystemExit("receiver did not answer /healthz within 30 s")
+
+
+def stop_receiver(proc: subprocess.Popen) -> None:
+    """SIGTERM to the receiver's process group, SIGKILL if it has not stopped within 15 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+
+def landed(landing: Path) -> tuple[set[str], int, int]:
+    """Distinct xids, lines and objects landed under ``customers/``; every line must parse."""
+    xids, lines, objects = set(), 0, 0
+    for path in (landing / "customers").rglob("*.jsonl"):
+        if path.name.startswith("."):
+            continue
+        objects += 1
+        for line in path.read_bytes().splitlines():
+            xids.add(json.loads(line)["payload"]["xid"])
+            lines += 1
+    return xids, lines, objects
+
+
+def print_report(phases: list[Phase], args: argparse.Namespace) -> dict[str, float]:
+    from tabulate import tabulate
+
+    rows = [
+        [
+            p.name,
+            p.ok,
+            f"{p.per_second:,.0f}",
+            f"{p.percentile_ms(0.50):.1f}",
+            f"{p.percentile_ms(0.95):.1f}",
+            f"{p.percentile_ms(0.99):.1f}",
+            f"{p.percentile_ms(1.0):.1f}",
+            p.failures,
+            f"{p.server_cpu_ms_per_request:.2f}",
+            f"{p.load_cpu_ms_per_request:.2f}",
+            f"{p.machine_busy:.0%}",
+        ]
+        for p in phases
+    ]
+    headers = ["phase", "2xx", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "non-2xx/errors"]
+    headers += ["server CPU ms/req", "load CPU ms/req", "CPUs busy"]
+    print(tabulate(rows, headers=headers, colalign=("left",) + ("right",) * 10))
+    health, ingest, steady = phases
+    ratio = ingest.per_second / health.per_second if health.per_second else 0.0
+    p99 = steady.percentile_ms(0.99)
+    checks = [
+        ["durable-ack / trivial", f"{ratio:.0%}", ">= 50 % (aim 70 %)", ratio >= 0.5],
+        [
+            "durable-ack events/s",
+            f"{ingest.per_second:,.0f}",
+            ">= 2,000",
+            ingest.per_second >= 2000,
+        ],
+        [f"p99 ack at {args.rate:g}/s", f"{p99:.1f} ms", "<= 50 ms", p99 <= 50],
+    ]
+    print()
+    print(
+        tabulate(
+            [[*c[:3], "ok" if c[3] else "MISSED"] for c in checks],
+            headers=["measure", "value", "target", ""],
+        )
+    )
+    return {"ratio": ratio, "events_per_s": ingest.per_second, "p99_ms": p99}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=12, help="seconds per closed phase")
+    parser.add_argument("--open-duration", type=float, default=12, help="seconds of open loop")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per phase")
+    parser.add_argument("--concurrency", type=int, default=64, help="keep-alive connections")
+    parser.add_argument("--rate", type=float, default=500, help="open-loop events/s")
+    parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, help="threads per worker (flavours serve default)")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="receiver setting"
+    )
+    parser.add_argument("--quick", action="store_true", help="3 s phases, for a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = args.open_duration = 3.0
+        args.warmup = 0.5
+    args.token = secrets.token_urlsafe(24)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    template = EXAMPLE.read_bytes()
+    busy0, all0 = machine_ticks()
+    time.sleep(1)
+    busy1, all1 = machine_ticks()
+    idle_busy = (busy1 - busy0) / max(all1 - all0, 1)
+    print(f"machine busy before the run: {idle_busy:.0%} of {os.cpu_count()} CPUs")
+    if idle_busy > 0.1:
+        print("warning: something else is using the CPUs; figures will be low", flush=True)
+    with tempfile.TemporaryDirectory(prefix="flavours-bench-") as tmp:
+        workdir = Path(tmp)
+        proc, port = start_receiver(workdir, args)
+        print(
+            f"receiver: flavours serve --workers {args.workers} on {HOST}:{port}, landing in "
+            f"{workdir / 'landing'}; load: {args.procs} processes, {args.concurrency} "
+            f"connections, {args.duration:g} s per phase ({os.cpu_count()} CPUs)",
+            flush=True,
+        )
+        try:
+            with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
+                phases = [
+                    run_phase(
+                        "GET /healthz", pool, proc, port, args.procs, args.concurrency, args, None
+                    ),
+                    run_phase(
+                        "POST customers (durable)",
+                        pool,
+                        proc,
+                        port,
+                        args.procs,
+                        args.concurrency,
+                        args,
+                        template,
+                    ),
+                    run_phase(
+                        f"POST open loop {args.rate:g}/s",
+                        pool,
+                        proc,
+                        port,
+                        args.procs,
+                        max(args.procs * 8, 16),
+                        args,
+                        template,
+                        rate=args.rate,
+                    ),
+                ]
+        finally:
+            stop_receiver(proc)
+        xids, lines, objects = landed(workdir / "landing")
+    acked = {xid for phase in phases for xid in phase.result.acked}
+    print()
+    summary = print_report(phases, args)
+    missing = acked - xids
+    print(
+        f"\nlanded: {lines:,} events in {objects:,} objects ({lines / max(objects, 1):.1f} per "
+        f"object); acked: {len(acked):,}; acked but not landed: {len(missing)}"
+    )
+    late = phases[2].result.late_starts
+    if late:
+        print(f"open loop: {late} requests started more than 1 ms after they were due")
+    if missing:
+        print("FAILED: acked events are missing from the landing folder", file=sys.stderr)
+        return 1
+    return 0 if all(v == v for v in summary.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

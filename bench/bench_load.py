@@ -1,0 +1,235 @@
+"""Benchmark: 1,000,000 landed events (100,000 customers) → raw → dim_customer.
+
+Run with `make bench-load`. In one run, on the same files:
+
+1. DuckDB alone reads the landed files into a table (`read_json`, explicit columns): baseline.
+2. `flavours load` (dlt load + all SQL models + checks, one Dagster run in a fresh process).
+3. 10,000 new events on top of that 1,000,000-event history, versus the same 10,000 events on
+   an empty warehouse (incremental cost must follow new events, not history).
+
+Each step runs in its own process; peak memory is that process's max RSS. Targets
+(DESIGN.md section 7): load + dimension <= 4x DuckDB alone, peak < 2 GiB, incremental <= 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connector.landing import LandingStore  # noqa: E402
+
+ENVELOPE_COLUMNS = {
+    "v": "INTEGER",
+    "topic": "VARCHAR",
+    "received_at": "TIMESTAMPTZ",
+    "request_id": "VARCHAR",
+    "source_ip": "VARCHAR",
+    "headers": "JSON",
+    "body_sha256": "VARCHAR",
+    "payload": "JSON",
+}
+ACTIONS = ("UPDATE",) * 8 + ("DELETE",)
+T0_MS = 1_700_000_000_000
+
+
+def event_line(rng: random.Random, customer: int, action: str, ts_ms: int, xid: str) -> str:
+    """One envelope line in the receiver's format (the documented payload's shape)."""
+    cid = f"{customer:08d}-0000-4000-8000-{customer:012d}"
+    user = (
+        f'{{"id":"u-{customer}","userable_id":"{cid}","role":"CUSTOMER",'
+        f'"name":"Customer {customer} v{rng.randrange(1000)}","username":null,'
+        f'"email":"c{customer}@example.com","phone_prefix":"966",'
+        f'"phone":"5{rng.randrange(10**7, 10**8)}","lang":"{rng.choice(("en", "ar"))}",'
+        f'"fcm_token":"tok{rng.randrange(10**9)}","is_active":{rng.choice(("true", "false"))},'
+        f'"email_verified_at":null,"phone_verified_at":null,"created_at":{T0_MS},'
+        f'"updated_at":{ts_ms},"deleted_at":null}}'
+    )
+    payload = (
+        f'{{"xid":"{xid}","action":"customers.{action}","timestamp":{ts_ms},'
+        f'"data":{{"id":"{cid}","created_by":null,"qoyod_id":null,"type":null,'
+        f'"gender":"{rng.choice(("male", "female"))}","tax_number":null,"zip_code":null,'
+        f'"city":"{rng.choice(("Riyadh", "Jeddah", "Dammam"))}","district":null,'
+        f'"street":null,"crn":null,"user":{user}}}}}'
+    )
+    received = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(milliseconds=ts_ms - T0_MS)
+    return (
+        f'{{"v":1,"topic":"customers","received_at":"{received:%Y-%m-%dT%H:%M:%S.%fZ}",'
+        f'"request_id":"{uuid.UUID(int=rng.getrandbits(128))}","source_ip":"203.0.113.7",'
+        f'"headers":{{"content-type":"application/json","user-agent":"Flavours"}},'
+        f'"body_sha256":"{rng.getrandbits(256):064x}","payload":{payload}}}'
+    )
+
+
+def generate(landing: str, events: int, customers: int, files: int, seed: int, first: int = 0):
+    """Land ``events`` events over ``customers`` customers in ``files`` objects, shuffled."""
+    rng = random.Random(seed)
+    lines = []
+    per_customer = max(events // customers, 1)
+    for customer in range(first, first + customers):
+        ts = T0_MS + rng.randrange(10**9)
+        for k in range(per_customer):
+            action = "CREATE" if k == 0 and first == 0 else rng.choice(ACTIONS)
+            ts += rng.randrange(1, 3_600_000)
+            lines.append(
+                event_line(rng, customer, action, ts, str(uuid.UUID(int=rng.getrandbits(128))))
+            )
+    rng.shuffle(lines)  # arrival order is not event order
+    store = LandingStore(landing)
+    size = -(-len(lines) // files)
+    for i in range(files):
+        chunk = [line.encode() for line in lines[i * size : (i + 1) * size]]
+        store.land_batch(store.object_key("customers", datetime.now(UTC), "bench", i + 1), chunk)
+    return len(lines)
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run a command; return its wall seconds, its own peak RSS in MiB, and its stdout."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed with exit code {proc.returncode}")
+    return wall, usage.ru_maxrss / 1024, out
+
+
+DUCKDB_ALONE = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("set TimeZone = 'UTC'")
+con.execute("set enable_progress_bar = false")
+con.execute(
+    "create table landed as select * from read_json(?, format='newline_delimited', columns=?)",
+    [sys.argv[2] + '/customers/*/*.jsonl', COLUMNS],
+)
+print(con.sql("select count(*) from landed").fetchall()[0][0])
+"""
+
+
+def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FLAVOURS_LANDING_URL": landing,
+        "FLAVOURS_WAREHOUSE": str(work / f"{name}.duckdb"),
+        "FLAVOURS_DLT_DIR": str(work / f"{name}-dlt"),
+        "FLAVOURS_LOG_LEVEL": "WARNING",
+    }
+
+
+def flavours_load(work: Path, name: str, landing: str) -> dict:
+    wall, peak, out = run_measured(
+        [sys.executable, str(ROOT / "bench" / "load_once.py")], load_env(work, name, landing)
+    )
+    report = json.loads(out.strip().splitlines()[-1])
+    report.update(process_wall_s=wall, peak_mib=peak)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--new-events", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="100k events, 10k customers")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.customers, args.files = 100_000, 10_000, 4
+    work = Path(tempfile.mkdtemp(prefix="flavours-bench-load-"))
+    try:
+        print(f"work folder {work}", flush=True)
+        history = str(work / "landing")
+        started = time.perf_counter()
+        events = generate(history, args.events, args.customers, args.files, seed=1)
+        print(f"generated {events:,} events in {time.perf_counter() - started:.1f} s", flush=True)
+
+        script = DUCKDB_ALONE.replace("COLUMNS", repr(ENVELOPE_COLUMNS))
+        duck_s, duck_peak, out = run_measured(
+            [sys.executable, "-c", script, str(work / "duckdb-alone.duckdb"), history],
+            dict(os.environ),
+        )
+        assert int(out.strip()) == events, out
+        print(f"duckdb alone: {duck_s:.1f} s, peak {duck_peak:.0f} MiB", flush=True)
+
+        full = flavours_load(work, "history", history)
+        assert full["summary"]["raw_events"] == events, full["summary"]
+        print(
+            f"flavours load: {full['process_wall_s']:.1f} s, peak {full['peak_mib']:.0f} MiB",
+            flush=True,
+        )
+
+        # The same new events (updates of existing customers) on top of the history and alone.
+        new_dir = work / "new"
+        generate(str(new_dir), args.new_events, args.new_events // 2, 1, seed=2, first=1)
+        for obj in LandingStore(str(new_dir)).list_objects("customers"):
+            target = Path(history) / obj.key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(new_dir / obj.key, target)
+        on_history = flavours_load(work, "history", history)
+        on_empty = flavours_load(work, "empty", str(new_dir))
+        assert on_history["summary"]["objects_loaded"] == 1, on_history["summary"]
+        assert on_empty["summary"]["raw_events"] == args.new_events, on_empty["summary"]
+
+        report(args, events, duck_s, duck_peak, full, on_history, on_empty)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, events, duck_s, duck_peak, full, on_history, on_empty) -> None:
+    dim = "analytics/dim_customer"
+    ratio = full["process_wall_s"] / duck_s
+    inc_ratio = on_history["process_wall_s"] / on_empty["process_wall_s"]
+    dim_ratio = on_history["models_s"].get(dim, 0) / max(on_empty["models_s"].get(dim, 0), 1e-9)
+    rows = [
+        ("DuckDB alone: read_json into a table", f"{duck_s:.1f} s", f"{duck_peak:.0f} MiB"),
+        (
+            "flavours load (dlt + models + checks)",
+            f"{full['process_wall_s']:.1f} s",
+            f"{full['peak_mib']:.0f} MiB",
+        ),
+        ("  of which dim_customer model", f"{full['models_s'].get(dim, 0):.2f} s", ""),
+        (
+            f"+{args.new_events:,} events on the history",
+            f"{on_history['process_wall_s']:.1f} s",
+            f"{on_history['peak_mib']:.0f} MiB",
+        ),
+        ("  of which dim_customer model", f"{on_history['models_s'].get(dim, 0):.2f} s", ""),
+        (
+            f"same {args.new_events:,} events, empty warehouse",
+            f"{on_empty['process_wall_s']:.1f} s",
+            f"{on_empty['peak_mib']:.0f} MiB",
+        ),
+        ("  of which dim_customer model", f"{on_empty['models_s'].get(dim, 0):.2f} s", ""),
+    ]
+    print()
+    print(
+        f"{events:,} events, {args.customers:,} customers, {args.files} files, "
+        f"{os.cpu_count()} cores"
+    )
+    for name, seconds, memory in rows:
+        print(f"  {name:<44} {seconds:>9} {memory:>10}")
+    print(f"  load + dimension / DuckDB alone: {ratio:.2f}x (target <= 4x)")
+    print(f"  peak memory: {full['peak_mib']:.0f} MiB (target < 2048 MiB)")
+    print(f"  incremental / empty, whole run: {inc_ratio:.2f}x (target <= 2x)")
+    print(f"  incremental / empty, dim_customer model alone: {dim_ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

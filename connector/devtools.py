@@ -1,0 +1,176 @@
+"""``flavours demo`` and ``flavours dev``: the product end to end on one machine.
+
+``demo`` starts the receiver on a free loopback port with a generated token, sends the
+documented example plus synthetic customers (updates, deletes, re-creations, duplicate and
+out-of-order deliveries), stops the receiver, runs the load and prints what happened. The data
+stays in ``FLAVOURS_LANDING_URL`` / ``FLAVOURS_WAREHOUSE`` (``./data`` by default).
+
+``dev`` runs the receiver and ``dagster dev`` together until Ctrl-C stops both.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import requests
+
+from connector.settings import Settings
+
+BIN = Path(sys.executable).parent
+STOP_TIMEOUT_S = 15
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def start(argv: Sequence[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """Start a child in its own process group with default signal handling.
+
+    A child started from a non-interactive shell can inherit SIGINT as ignored (``dagster dev``
+    then ignores Ctrl-C and SIGTERM); resetting the handlers makes it stoppable by its handle.
+    """
+
+    def reset_signals() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return subprocess.Popen(
+        list(argv), env=env, preexec_fn=reset_signals, start_new_session=True, **kwargs
+    )
+
+
+def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the child's process group, then SIGKILL it if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200; fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"receiver exited with code {proc.returncode} before it was ready")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"receiver did not answer {url} within {timeout:.0f} s")
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    customers: int = 200,
+    events: int = 2000,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Receive sample events through a real receiver, load them, print the results."""
+    from connector.sending import delivery_order, documented_example, send_events, synthetic_events
+    from pipelines.run import run_load
+
+    token = secrets.token_urlsafe(24)
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLAVOURS_WEBHOOK_TOKEN": token,
+        "FLAVOURS_LANDING_URL": settings.landing_url,
+    }
+    log_path = Path(settings.warehouse).parent / "demo-receiver.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    echo(f"1. starting the receiver on 127.0.0.1:{port} (log: {log_path})")
+    with log_path.open("ab") as log:
+        receiver = start(
+            [str(BIN / "flavours"), "serve", "--port", str(port), "--workers", "1"],
+            env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", receiver)
+        stream = synthetic_events(customers, events)
+        deliveries = [documented_example(), *delivery_order(stream, duplicates=0.05, shuffle=True)]
+        echo(
+            f"2. sending {len(deliveries):,} deliveries: the documented example and {events:,} "
+            f"events of {customers:,} customers, shuffled, 5 % delivered twice"
+        )
+        url = f"http://127.0.0.1:{port}/webhooks/flavours/customers?token={token}"
+        report = send_events(url, deliveries, concurrency=16)
+        echo(f"   acked {report.acked:,}, failed {report.failed:,} in {report.seconds:.1f} s")
+        bad = requests.post(
+            url, data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10
+        )
+        echo(f"   a malformed body was answered {bad.status_code} and kept under _rejected/")
+    finally:
+        stop(receiver)
+    echo(f"3. loading {settings.landing_url} into {settings.warehouse}")
+    _, summary = run_load(settings)
+    for line in summary.lines():
+        echo(f"   {line}")
+    show_results(settings, echo)
+
+
+def show_results(settings: Settings, echo: Callable[[str], None]) -> None:
+    """Print a few current customers and the daily report from the warehouse."""
+    from warehouse import runner
+
+    with runner.connect(settings.warehouse, read_only=True) as con:
+        echo("4. a few current customers (analytics.dim_customer_current)")
+        echo(
+            str(
+                con.sql(
+                    "select customer_id[:8] as customer, version, is_deleted, name, city, lang, "
+                    "valid_from from analytics.dim_customer_current order by version desc, "
+                    "customer_id limit 8"
+                )
+            )
+        )
+        echo("5. the last days of analytics.rpt_customer_daily")
+        echo(str(con.sql("select * from analytics.rpt_customer_daily order by day desc limit 7")))
+    echo(
+        f"Explore: duckdb {settings.warehouse}  |  dagster dev (make serve) shows the runs and "
+        "the asset graph."
+    )
+
+
+def run_dev(settings: Settings, host: str, port: int, insecure: bool) -> int:
+    """Run the receiver and ``dagster dev`` until Ctrl-C (or one of them exits)."""
+    env = dict(os.environ)
+    home = Path(env.setdefault("DAGSTER_HOME", str(Path("data/dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    serve = [str(BIN / "flavours"), "serve", "--host", host, "--port", str(port)]
+    children = [
+        start([*serve, *(["--insecure"] if insecure else [])], env),
+        start([str(BIN / "dagster"), "dev", "-w", "workspace.yaml"], env),
+    ]
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            stop(child)
+    return max(child.returncode or 0 for child in children)

@@ -1,0 +1,208 @@
+"""Dagster assets: landed objects → raw tables (dlt) → staging → analytics (SQL models).
+
+Keys follow schema and table: ``raw/customer_events``, ``staging/stg_customer_events``,
+``analytics/dim_customer``, …; groups are ``landing``, ``raw``, ``staging`` and ``analytics``.
+Every materialization reports its table's row count, column schema and a preview.
+"""
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    asset,
+)
+from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
+from dagster_dlt.translator import DltResourceTranslatorData
+from pydantic import Field
+
+from connector.landing import LandingStore
+from pipelines.landing_source import LoadTally, flavours_landing
+from pipelines.loading import (
+    DATASET,
+    PIPELINE_NAME,
+    discard_partial_loads,
+    make_pipeline,
+    pending_objects,
+    record_manifest,
+    warehouse_lock,
+)
+from pipelines.resources import FlavoursSettings
+from warehouse import runner
+
+PREVIEW_ROWS = 10
+
+landing_assets = [
+    AssetSpec(
+        key=AssetKey(["landing", topic]),
+        group_name="landing",
+        description=f"Immutable JSON-lines objects under {topic}/ in FLAVOURS_LANDING_URL, "
+        "written by the webhook receiver.",
+        kinds={"json"},
+    )
+    for topic in ("customers", "errors")
+]
+
+
+class RawTranslator(DagsterDltTranslator):
+    """dlt resources become ``raw/<table>`` assets fed by the landing store."""
+
+    def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
+        spec = super().get_asset_spec(data)
+        name = data.resource.name
+        upstream = "errors" if name == "delivery_errors" else "customers"
+        return spec.replace_attributes(
+            key=AssetKey([DATASET, name]),
+            deps=[AssetKey(["landing", upstream])],
+            group_name=DATASET,
+            description=(data.resource.__doc__ or spec.description or "").strip(),
+            kinds={"dlt", "duckdb"},
+        )
+
+
+# dagster-dlt reads the source's resources and a pipeline when the definitions load; runs
+# build their own pipeline from settings. This one only names the destination.
+_definition_pipeline = dlt.pipeline(
+    pipeline_name=PIPELINE_NAME,
+    destination="duckdb",
+    dataset_name=DATASET,
+    pipelines_dir=str(Path(tempfile.gettempdir()) / "flavours-dlt-definitions"),
+)
+
+
+@dlt_assets(
+    dlt_source=flavours_landing(),
+    dlt_pipeline=_definition_pipeline,
+    name="load_landed_objects",
+    dagster_dlt_translator=RawTranslator(),
+)
+def raw_tables(
+    context: AssetExecutionContext, dlt: DagsterDltResource, flavours: FlavoursSettings
+) -> Iterator[MaterializeResult]:
+    """Load every landed object not yet in the manifest, exactly once (pipelines.loading)."""
+    settings = flavours.get()
+    store = LandingStore(settings.landing_url, settings.landing_compression)
+    with warehouse_lock(settings):
+        pipeline = make_pipeline(settings)
+        objects = pending_objects(pipeline, store)
+        context.log.info(f"{len(objects)} landed objects to load from {settings.landing_url}")
+        discarded = discard_partial_loads(pipeline, objects)
+        tally = LoadTally()
+        source = flavours_landing(
+            settings.landing_url, objects, tally, settings.landing_compression
+        )
+        results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
+        record_manifest(pipeline, objects, tally)
+        summary = {
+            "landed_objects_loaded": len(objects),
+            "lines_loaded": sum(tally.lines.values()),
+            "rows_discarded_from_interrupted_load": discarded,
+        }
+        with runner.connect(settings.warehouse, read_only=False) as con:
+            for result in results:
+                table = f"{DATASET}.{result.asset_key.path[-1]}"
+                yield MaterializeResult(
+                    asset_key=result.asset_key,
+                    metadata={**(result.metadata or {}), **summary, **table_metadata(con, table)},
+                )
+
+
+class ModelConfig(Config):
+    """Run configuration of the staging model (and so of everything downstream)."""
+
+    full_refresh: bool = Field(
+        False, description="Drop staging, analytics and their bookkeeping, then rebuild all."
+    )
+
+
+def _model_asset(name: str, schema: str, deps: list[AssetKey], description: str):
+    """The asset of one SQL model; the first (staging) also takes the full-refresh config."""
+    spec = {
+        "key": AssetKey([schema, name]),
+        "deps": deps,
+        "group_name": schema,
+        "description": description,
+        "kinds": {"sql", "duckdb"},
+    }
+
+    def run(context: AssetExecutionContext, flavours: FlavoursSettings, full_refresh: bool):
+        settings = flavours.get()
+        with warehouse_lock(settings), runner.connect(settings.warehouse) as con:
+            if full_refresh:
+                context.log.warning("full refresh: dropping staging, analytics and meta state")
+                runner.drop_derived_state(con)
+            result = runner.run_model(con, name)
+            context.log.info(
+                f"{result.table}: {result.rows_written} rows written, {result.rows} rows, "
+                f"{result.seconds:.2f} s"
+            )
+            return MaterializeResult(
+                metadata={
+                    "rows_written": result.rows_written,
+                    "seconds": round(result.seconds, 3),
+                    **table_metadata(con, result.table),
+                }
+            )
+
+    if name == runner.MODELS[0]:
+
+        @asset(**spec)
+        def first_model(
+            context: AssetExecutionContext, config: ModelConfig, flavours: FlavoursSettings
+        ) -> MaterializeResult:
+            return run(context, flavours, config.full_refresh)
+
+        return first_model
+
+    @asset(**spec)
+    def model(context: AssetExecutionContext, flavours: FlavoursSettings) -> MaterializeResult:
+        return run(context, flavours, full_refresh=False)
+
+    return model
+
+
+MODEL_DESCRIPTIONS = {
+    "stg_customer_events": "One row per distinct xid (first delivery wins), typed and flattened.",
+    "dim_customer": "SCD type 2 customer dimension by event time: one row per customer version.",
+    "dim_customer_current": "One row per customer: its current version (deleted ones included).",
+    "rpt_customer_daily": "One row per UTC day: new, updated, deleted and active customers.",
+}
+MODEL_DEPS = {
+    "stg_customer_events": [AssetKey([DATASET, "customer_events"])],
+    "dim_customer": [AssetKey(["staging", "stg_customer_events"])],
+    "dim_customer_current": [AssetKey(["analytics", "dim_customer"])],
+    "rpt_customer_daily": [AssetKey(["analytics", "dim_customer"])],
+}
+
+model_assets = [
+    _model_asset(name, runner.model_table(name).split(".")[0], MODEL_DEPS[name], description)
+    for name, description in MODEL_DESCRIPTIONS.items()
+]
+
+
+def table_metadata(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]:
+    """Row count, column schema and a markdown preview of ``table``."""
+    relation = con.table(table)
+    ((rows,),) = relation.count("*").fetchall()
+    columns = [
+        TableColumn(name=name, type=str(dtype))
+        for name, dtype in zip(relation.columns, relation.dtypes, strict=True)
+    ]
+    preview = relation.limit(PREVIEW_ROWS).df()
+    return {
+        "dagster/row_count": rows,
+        "dagster/table_name": table,
+        "dagster/column_schema": TableSchema(columns=columns),
+        "preview": MetadataValue.md(preview.to_markdown(index=False) if rows else "(empty)"),
+    }

@@ -1,0 +1,31 @@
+"""The one Dagster ``Definitions`` of the connector (``workspace.yaml`` loads this module).
+
+Run it with ``dagster dev`` (UI, sensor, schedule) or once with
+``dagster asset materialize -m pipelines.definitions --select '*'`` or ``flavours load``.
+Settings are resolved at run time from ``FLAVOURS_*`` (see README).
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions
+from dagster_dlt import DagsterDltResource
+
+from pipelines.assets import landing_assets, model_assets, raw_tables
+from pipelines.automation import flavours_job, hourly_schedule, new_landed_objects
+from pipelines.checks import dimension_checks, input_warnings
+from pipelines.resources import FlavoursSettings
+
+
+def build_definitions(flavours: FlavoursSettings | None = None) -> Definitions:
+    """The connector's definitions; tests and ``flavours load`` pass explicit settings."""
+    return Definitions(
+        assets=[*landing_assets, raw_tables, *model_assets],
+        asset_checks=[dimension_checks, input_warnings],
+        jobs=[flavours_job],
+        sensors=[new_landed_objects],
+        schedules=[hourly_schedule],
+        resources={"dlt": DagsterDltResource(), "flavours": flavours or FlavoursSettings()},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,27 @@
+"""Dagster resources: where the connector's data lives.
+
+``FlavoursSettings`` resolves the ``FLAVOURS_*`` settings when a run or sensor evaluation asks
+for them (never at import), so one code location serves any environment; fields set on the
+resource (tests, ``flavours load --warehouse``) override the environment.
+"""
+
+from dagster import ConfigurableResource
+
+from connector.settings import Settings
+
+
+class FlavoursSettings(ConfigurableResource):
+    """Landing store, warehouse and dlt folder; unset fields come from ``FLAVOURS_*``."""
+
+    landing_url: str | None = None
+    warehouse: str | None = None
+    dlt_dir: str | None = None
+
+    def get(self) -> Settings:
+        """The connector settings, environment first, then this resource's overrides."""
+        overrides = {
+            "landing_url": self.landing_url,
+            "warehouse": self.warehouse,
+            "dlt_dir": self.dlt_dir,
+        }
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,99 @@
+"""``flavours load``: run the whole job once, in process, and summarise what it did.
+
+Runs are recorded in ``$DAGSTER_HOME`` when it is set (so ``dagster dev`` shows them), else in
+a throwaway instance.
+"""
+
+import os
+from dataclasses import dataclass
+
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from connector.settings import Settings
+from pipelines.definitions import build_definitions
+from pipelines.resources import FlavoursSettings
+from warehouse import runner
+
+LOAD_OP = "load_landed_objects"
+STAGING_OP = "staging__stg_customer_events"
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """What one load did and what the warehouse holds afterwards."""
+
+    objects_loaded: int
+    lines_loaded: int
+    raw_events: int
+    rejected: int
+    delivery_errors: int
+    staged_events: int
+    versions: int
+    customers: int
+    checks_failed: list[str]
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        return [
+            f"landed objects loaded   {self.objects_loaded:>12,}  ({self.lines_loaded:,} lines)",
+            f"raw.customer_events     {self.raw_events:>12,}",
+            f"rejected lines          {self.rejected:>12,}",
+            f"delivery errors         {self.delivery_errors:>12,}",
+            f"distinct events staged  {self.staged_events:>12,}",
+            f"dim_customer versions   {self.versions:>12,}  ({self.customers:,} customers)",
+            "checks                  "
+            + (
+                "all passed"
+                if not self.checks_failed
+                else "FAILED: " + ", ".join(self.checks_failed)
+            ),
+        ]
+
+
+def run_load(
+    settings: Settings, full_refresh: bool = False
+) -> tuple[ExecuteInProcessResult, LoadSummary]:
+    """Materialize every asset once (checks included) and summarise."""
+    flavours = FlavoursSettings(
+        landing_url=settings.landing_url, warehouse=settings.warehouse, dlt_dir=settings.dlt_dir
+    )
+    job = build_definitions(flavours).resolve_job_def("flavours_job")
+    run_config = {"ops": {STAGING_OP: {"config": {"full_refresh": full_refresh}}}}
+    instance = (
+        DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    )
+    with instance:
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=True
+        )
+    return result, summarise(settings, result)
+
+
+def summarise(settings: Settings, result: ExecuteInProcessResult) -> LoadSummary:
+    """Counts from the run's materializations and the warehouse."""
+    loaded = {"landed_objects_loaded": 0, "lines_loaded": 0}
+    for materialization in result.asset_materializations_for_node(LOAD_OP):
+        if materialization.asset_key.path == ["raw", "customer_events"]:
+            loaded = {key: materialization.metadata[key].value for key in loaded}
+    failed = [
+        evaluation.check_name
+        for evaluation in result.get_asset_check_evaluations()
+        if not evaluation.passed and evaluation.severity.value == "ERROR"
+    ]
+    with runner.connect(settings.warehouse, read_only=True) as con:
+
+        def count(sql: str) -> int:
+            ((value,),) = con.sql(sql).fetchall()
+            return value
+
+        return LoadSummary(
+            objects_loaded=int(loaded["landed_objects_loaded"]),
+            lines_loaded=int(loaded["lines_loaded"]),
+            raw_events=count("select count(*) from raw.customer_events"),
+            rejected=count("select count(*) from raw.customer_events_rejected"),
+            delivery_errors=count("select count(*) from raw.delivery_errors"),
+            staged_events=count("select count(*) from staging.stg_customer_events"),
+            versions=count("select count(*) from analytics.dim_customer"),
+            customers=count("select count(*) from analytics.dim_customer_current"),
+            checks_failed=failed,
+        )

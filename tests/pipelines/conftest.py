@@ -1,0 +1,38 @@
+"""Fixtures for pipeline tests: a temp landing folder and warehouse, and a load runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connector.landing import LandingStore
+from connector.settings import Settings
+from pipelines.run import LoadSummary, run_load
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        landing_url=str(tmp_path / "landing"),
+        warehouse=str(tmp_path / "warehouse.duckdb"),
+        dlt_dir=str(tmp_path / "dlt"),
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> LandingStore:
+    return LandingStore(settings.landing_url)
+
+
+def load(settings: Settings, full_refresh: bool = False) -> LoadSummary:
+    """One real in-process Dagster run of the whole job."""
+    result, summary = run_load(settings, full_refresh=full_refresh)
+    assert result.success
+    return summary
+
+
+def query(settings: Settings, sql: str) -> list[tuple]:
+    with duckdb.connect(settings.warehouse, read_only=True) as con:
+        return con.sql(sql).fetchall()

@@ -1,0 +1,290 @@
+"""Loading landed objects into raw with dlt under Dagster: contract, rejects, exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from connector.landing import LandingStore
+from connector.settings import Settings
+from pipelines.landing_source import LoadTally, flavours_landing
+from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
+from tests.conftest import VENV_BIN, stop_process
+from tests.landing_helpers import EXAMPLE, customer_event, days_ago, envelope, land
+from tests.pipelines.conftest import load, query
+
+RAW_CONTRACT = [
+    "xid",
+    "action",
+    "event_ts",
+    "customer_id",
+    "payload",
+    "received_at",
+    "request_id",
+    "landing_file",
+    "line_no",
+]
+
+
+def test_documented_example_loads_into_raw_customer_events(settings, store):
+    key = land(store, [envelope(EXAMPLE)])
+
+    summary = load(settings)
+
+    columns = query(
+        settings,
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = 'raw' and table_name = 'customer_events'",
+    )
+    types = dict(columns)
+    assert list(types)[: len(RAW_CONTRACT)] == RAW_CONTRACT
+    assert types["event_ts"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["payload"] == "JSON"
+    assert "_dlt_load_id" in types
+    [(xid, action, event_ts_ms, customer_id, payload, landing_file, line_no)] = query(
+        settings,
+        "select xid, action, epoch_ms(event_ts), customer_id, payload, landing_file, line_no "
+        "from raw.customer_events",
+    )
+    assert (xid, action, customer_id) == (EXAMPLE["xid"], "customers.CREATE", EXAMPLE["data"]["id"])
+    assert event_ts_ms == EXAMPLE["timestamp"]
+    assert json.loads(payload) == EXAMPLE
+    assert (landing_file, line_no) == (key, 1)
+    assert summary.objects_loaded == 1
+    assert summary.raw_events == 1
+
+
+def test_delivery_error_webhooks_load_into_raw_delivery_errors(settings, store):
+    land(
+        store,
+        [envelope({"code": 504, "endpoint": "https://x/hook", "message": "timeout"}, "errors")],
+        topic="errors",
+    )
+
+    load(settings)
+
+    assert query(settings, "select code, endpoint, message from raw.delivery_errors") == [
+        (504, "https://x/hook", "timeout")
+    ]
+
+
+def _without(event: dict, *path: str) -> dict:
+    event = json.loads(json.dumps(event))
+    target = event
+    for part in path[:-1]:
+        target = target[part]
+    del target[path[-1]]
+    return event
+
+
+def _with(event: dict, value: object, *path: str) -> dict:
+    event = json.loads(json.dumps(event))
+    target = event
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return event
+
+
+BAD_EVENTS = {
+    "missing xid": _without(EXAMPLE, "xid"),
+    "xid is not a non-empty string": _with(EXAMPLE, 42, "xid"),
+    "missing action": _without(EXAMPLE, "action"),
+    "unknown action": _with(EXAMPLE, "products.CREATE", "action"),
+    "missing timestamp": _without(EXAMPLE, "timestamp"),
+    "timestamp is not an integer": _with(EXAMPLE, "2024-01-01", "timestamp"),
+    "timestamp is out of range": _with(EXAMPLE, 10**17, "timestamp"),
+    "missing data.id": _without(EXAMPLE, "data", "id"),
+    "data.id is not a non-empty string": _with(EXAMPLE, "", "data", "id"),
+}
+
+
+def test_invalid_lines_are_rejected_with_reason_and_the_load_succeeds(settings, store):
+    lines = [envelope(event) for event in BAD_EVENTS.values()]
+    lines += [envelope([1, 2]), b"this is not json", envelope(EXAMPLE)]
+    key = land(store, lines)
+    # A torn last line: the object ends in the middle of a JSON document.
+    torn = Path(settings.landing_url) / key
+    torn.write_bytes(torn.read_bytes() + envelope(EXAMPLE)[:40])
+
+    summary = load(settings)
+
+    rejected = query(
+        settings,
+        "select line_no, reject_reason, line from raw.customer_events_rejected order by line_no",
+    )
+    reasons = {line_no: reason for line_no, reason, _ in rejected}
+    for line_no, expected in enumerate(BAD_EVENTS, start=1):
+        assert expected in reasons[line_no], (expected, reasons[line_no])
+    assert "no payload object" in reasons[len(BAD_EVENTS) + 1]
+    assert "not valid JSON" in reasons[len(BAD_EVENTS) + 2]
+    assert "not valid JSON" in reasons[len(BAD_EVENTS) + 4]
+    assert rejected[-1][2] == envelope(EXAMPLE)[:40].decode()
+    assert query(settings, "select line_no from raw.customer_events") == [(len(BAD_EVENTS) + 3,)]
+    assert summary.rejected == len(BAD_EVENTS) + 3
+
+
+def test_action_letter_case_is_accepted(settings, store):
+    land(store, [envelope(customer_event("c1", action=a)) for a in ("create", "Update", "DELETE")])
+
+    load(settings)
+
+    assert query(settings, "select count(*) from raw.customer_events") == [(3,)]
+
+
+def test_each_object_is_loaded_exactly_once_across_runs(settings, store):
+    land(store, [envelope(customer_event("c1")), envelope(customer_event("c2"))])
+    first = load(settings)
+    second = load(settings)
+    land(store, [envelope(customer_event("c3"))])
+    third = load(settings)
+
+    assert (first.objects_loaded, second.objects_loaded, third.objects_loaded) == (1, 0, 1)
+    assert query(settings, "select count(*), count(distinct xid) from raw.customer_events") == [
+        (3, 3)
+    ]
+
+
+def test_duplicate_deliveries_are_kept_in_raw(settings, store):
+    event = customer_event("c1")
+    land(store, [envelope(event), envelope(event)])
+    land(store, [envelope(event)])
+
+    load(settings)
+
+    assert query(settings, "select count(*), count(distinct xid) from raw.customer_events") == [
+        (3, 1)
+    ]
+
+
+def test_object_landing_late_with_an_older_name_is_still_loaded(settings, store):
+    land(store, [envelope(customer_event("c1"))])
+    load(settings)
+    # A receiver whose clock is three days behind lands after the first load.
+    late_key = land(store, [envelope(customer_event("c2"))], batch_time=days_ago(3), writer="skew")
+
+    summary = load(settings)
+
+    assert summary.objects_loaded == 1
+    assert query(
+        settings, "select landing_file from raw.customer_events where customer_id = 'c2'"
+    ) == [(late_key,)]
+
+
+def test_gzip_objects_load_like_plain_ones(settings):
+    store = LandingStore(settings.landing_url, compression="gzip")
+    key = land(store, [envelope(EXAMPLE)])
+
+    load(settings)
+
+    assert key.endswith(".jsonl.gz")
+    assert query(settings, "select xid from raw.customer_events") == [(EXAMPLE["xid"],)]
+
+
+def test_rows_committed_by_an_interrupted_load_are_not_duplicated(settings, store):
+    keys = [land(store, [envelope(customer_event(f"c{i}")) for i in range(5)]) for _ in range(3)]
+    # Steps 1-3 of a load commit rows, then the process dies before recording the manifest.
+    pipeline = make_pipeline(settings)
+    objects = pending_objects(pipeline, store)
+    pipeline.run(flavours_landing(settings.landing_url, objects, LoadTally()))
+    assert query(settings, "select count(*) from raw.customer_events") == [(15,)]
+
+    summary = load(settings)
+
+    assert summary.objects_loaded == 3
+    assert query(
+        settings,
+        "select landing_file, count(*), count(distinct line_no) from raw.customer_events "
+        "group by all order by 1",
+    ) == [(key, 5, 5) for key in sorted(keys)]
+    assert discard_partial_loads(pipeline, []) == 0
+
+
+def _table_snapshot(settings: Settings) -> dict[str, list[tuple]]:
+    return {
+        "raw": query(
+            settings,
+            "select landing_file, line_no, xid, action, event_ts, customer_id, payload::varchar "
+            "from raw.customer_events order by all",
+        ),
+        "rejected": query(
+            settings,
+            "select landing_file, line_no, reject_reason from raw.customer_events_rejected "
+            "order by all",
+        ),
+        "dim": query(settings, "select * from analytics.dim_customer order by all"),
+    }
+
+
+@pytest.mark.slow
+def test_load_killed_mid_way_and_rerun_gives_identical_tables(tmp_path, settings, store):
+    for batch in range(60):
+        events = [
+            customer_event(
+                f"c{(batch * 7 + i) % 300}",
+                action="UPDATE",
+                ts_ms=1_700_000_000_000 + batch * 1000 + i,
+                name=f"n{batch}",
+            )
+            for i in range(300)
+        ]
+        land(store, [envelope(e) for e in events] + [b"{torn"])
+    clean = Settings(
+        landing_url=settings.landing_url,
+        warehouse=str(tmp_path / "clean.duckdb"),
+        dlt_dir=str(tmp_path / "clean-dlt"),
+    )
+    load(clean)
+    env = {
+        **os.environ,
+        "FLAVOURS_LANDING_URL": settings.landing_url,
+        "FLAVOURS_WAREHOUSE": settings.warehouse,
+        "FLAVOURS_DLT_DIR": settings.dlt_dir,
+    }
+
+    killed_while_running = 0
+    for delay in (2.5, 4.0):
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "flavours"), "load"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=tmp_path,
+        )
+        time.sleep(delay)
+        if proc.poll() is None:
+            killed_while_running += 1
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        stop_process(proc)
+    load(settings)
+
+    assert killed_while_running >= 1, "the load finished before it could be killed"
+    assert _table_snapshot(settings) == _table_snapshot(clean)
+
+
+def test_bodies_refused_by_the_receiver_reach_the_rejected_table(settings):
+    from connector import create_app
+
+    client = create_app({"landing_url": settings.landing_url, "webhook_token": "t"}).test_client()
+    answer = client.post(
+        "/webhooks/flavours/customers?token=t", data=b"[1]", content_type="application/json"
+    )
+    assert answer.status_code == 400
+
+    summary = load(settings)
+
+    [(topic, reason, line)] = query(
+        settings, "select topic, reject_reason, line from raw.customer_events_rejected"
+    )
+    assert topic == "customers"
+    assert reason.startswith("rejected by the receiver (HTTP 400): body must be a JSON object")
+    assert json.loads(line)["body"] == "[1]"
+    assert summary.rejected == 1
