@@ -26,6 +26,7 @@ from connector.settings import Settings
 
 BIN = Path(sys.executable).parent
 STOP_TIMEOUT_S = 15
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -155,7 +156,7 @@ def show_results(settings: Settings, echo: Callable[[str], None]) -> None:
     )
 
 
-def run_dev(settings: Settings, host: str, port: int, insecure: bool) -> int:
+def run_dev(settings: Settings, host: str, port: int, insecure: bool, dagster_port: int) -> int:
     """Run the receiver and ``dagster dev`` until Ctrl-C (or one of them exits)."""
     env = dict(os.environ)
     home = Path(env.setdefault("DAGSTER_HOME", str(Path("data/dagster_home").resolve())))
@@ -163,7 +164,10 @@ def run_dev(settings: Settings, host: str, port: int, insecure: bool) -> int:
     serve = [str(BIN / "flavours"), "serve", "--host", host, "--port", str(port)]
     children = [
         start([*serve, *(["--insecure"] if insecure else [])], env),
-        start([str(BIN / "dagster"), "dev", "-w", "workspace.yaml"], env),
+        start(
+            [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-p", str(dagster_port)],
+            env,
+        ),
     ]
     try:
         while all(child.poll() is None for child in children):

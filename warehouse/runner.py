@@ -139,13 +139,11 @@ def drop_derived_state(con: duckdb.DuckDBPyConnection) -> None:
 
 def run_check(con: duckdb.DuckDBPyConnection, name: str, sample_size: int = 5) -> CheckResult:
     """Run one asset check and return how many rows offend, with a few of them."""
-    offending = con.sql(check_path(name).read_text())
-    ((failing_rows,),) = offending.count("*").fetchall()
-    sample_relation = offending.limit(sample_size)
-    columns = sample_relation.columns
-    sample = [dict(zip(columns, row, strict=True)) for row in sample_relation.fetchall()]
+    # One execution: a relation would run the query again for the count and for the sample.
+    offending = con.sql(check_path(name).read_text()).to_arrow_table()
+    sample = offending.slice(0, sample_size).to_pylist()
     return CheckResult(
-        name=name, passed=failing_rows == 0, failing_rows=failing_rows, sample=sample
+        name=name, passed=offending.num_rows == 0, failing_rows=offending.num_rows, sample=sample
     )
 
 

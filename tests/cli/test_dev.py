@@ -1,0 +1,101 @@
+"""`flavours dev` (make serve): receiver and `dagster dev` together, one Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import VENV_BIN, free_port, stop_process, wait_until
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited; only its parent has not reaped it yet
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+@pytest.mark.slow
+def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
+    receiver_port, dagster_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "FLAVOURS_LANDING_URL": str(tmp_path / "landing"),
+        "FLAVOURS_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
+    }
+    dev = subprocess.Popen(
+        [
+            str(VENV_BIN / "flavours"),
+            "dev",
+            "--insecure",
+            "--port",
+            str(receiver_port),
+            "--dagster-port",
+            str(dagster_port),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{receiver_port}/healthz"),
+            timeout=60,
+            what="receiver",
+        )
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{dagster_port}/server_info"),
+            timeout=120,
+            what="dagster webserver",
+        )
+        started = descendants(dev.pid)
+        assert len(started) >= 4, "receiver, its worker, dagster dev and its webserver"
+
+        dev.send_signal(signal.SIGINT)
+        dev.wait(timeout=60)
+        wait_until(
+            lambda: not any(alive(pid) for pid in started), timeout=30, what="every child to exit"
+        )
+    finally:
+        stop_process(dev)
+    assert not answers(f"http://127.0.0.1:{receiver_port}/healthz")
