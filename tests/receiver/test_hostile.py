@@ -3,12 +3,15 @@
 Each case is sent over a raw socket, so nothing normalises it on the way (no client fixes the
 path, the headers or the framing). For every case, authenticated and not:
 
-- the answer is never a 5xx. Where gunicorn itself rejects the HTTP framing (before the app sees
-  the request), the case says so: ``GUNICORN_400`` (gunicorn's own plain 400, then it closes).
-  Every other answer comes from the app, as JSON with the status the case names;
+- the answer is never a 5xx. Where gunicorn itself rejects the HTTP framing before the app sees
+  the request, the case says so with ``ByGunicorn(status)``: gunicorn (27) answers every such
+  case with its own HTML 4xx (400 bad framing, 414 request line too long, 431 headers too
+  large) and closes the connection; none of these cases gets a connection closed without an
+  answer. Every other answer comes from the app, as JSON with the status the case names;
 - without authentication nothing is written anywhere under the receiver's folder;
 - an authenticated body that is accepted lands as sent (same payload, same SHA-256), and one the
-  app refuses with 400/415 is kept under ``_rejected/`` with the same hash;
+  app refuses with 400/415 is kept under ``_rejected/`` with the same hash, except a body that
+  could not be read whole (broken chunked framing, a connection cut before Content-Length);
 - the server still answers ``/healthz`` afterwards.
 """
 
