@@ -137,6 +137,14 @@ def parse_lines(landed_lines: pa.Table) -> ParsedChunk:
         con.close()
     valid = pc.is_null(parsed["reject_reason"])
     is_customer = pc.equal(parsed["topic"], "customers")
+    if pc.all(pc.and_(valid, is_customer)).as_py() is not False:
+        # The usual chunk: customer events only, all valid; no filtering copy of the payloads.
+        empty = parsed.slice(0, 0)
+        return ParsedChunk(
+            customer_events=parsed.select(CUSTOMER_EVENT_COLUMNS),
+            customer_events_rejected=empty.select(REJECTED_COLUMNS),
+            delivery_errors=empty.select(DELIVERY_ERROR_COLUMNS),
+        )
     return ParsedChunk(
         customer_events=parsed.filter(pc.and_(valid, is_customer)).select(CUSTOMER_EVENT_COLUMNS),
         customer_events_rejected=parsed.filter(pc.invert(valid)).select(REJECTED_COLUMNS),
