@@ -137,7 +137,8 @@ def _write_local_durably(path: str, data: bytes) -> None:
     """Temporary name, fsync, rename into place, fsync the folder: the object appears whole."""
     folder = os.path.dirname(path)
     _make_folder_durably(folder)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    # The key is unique to its writer, so its temporary name is too.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)

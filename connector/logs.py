@@ -22,6 +22,8 @@ _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za
 _PHONE = re.compile(r"(?<![\w-])\+?\d[\d ()-]{6,}\d(?![\w-])")
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 PERSONAL_FIELDS = {"email", "phone", "name", "username"}
+OWN_FIELDS = {"request_id", "topic", "source_ip", "object_key"}
+"""Fields the connector itself generates (ids, names): no sender text, nothing to mask."""
 
 
 def mask_personal_data(text: str) -> str:
@@ -45,7 +47,7 @@ class JsonFormatter(logging.Formatter):
                 continue
             if key in PERSONAL_FIELDS and value is not None:
                 value = "***"
-            elif isinstance(value, str):
+            elif isinstance(value, str) and key not in OWN_FIELDS:
                 value = mask_personal_data(value)
             elif isinstance(value, BaseException):
                 value = mask_personal_data(f"{type(value).__name__}: {value}")
