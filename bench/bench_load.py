@@ -7,7 +7,7 @@ Run with `make bench-load`. In one run, on the same files:
 3. 10,000 new events on top of that 1,000,000-event history, versus the same 10,000 events on
    an empty warehouse (incremental cost must follow new events, not history).
 
-Each step runs in its own process; peak memory is that process's max RSS. Targets
+Each step runs in its own process; peak memory is that process's own high-water RSS (VmHWM). Targets
 (DESIGN.md section 7): load + dimension <= 4x DuckDB alone, peak < 2 GiB, incremental <= 2x.
 """
 
@@ -118,6 +118,7 @@ con.execute(
     [sys.argv[2] + '/customers/*/*.jsonl', COLUMNS],
 )
 print(con.sql("select count(*) from landed").fetchall()[0][0])
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024)
 """
 
 
@@ -132,11 +133,11 @@ def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
 
 
 def flavours_load(work: Path, name: str, landing: str) -> dict:
-    wall, peak, out = run_measured(
+    wall, _, out = run_measured(
         [sys.executable, str(ROOT / "bench" / "load_once.py")], load_env(work, name, landing)
     )
     report = json.loads(out.strip().splitlines()[-1])
-    report.update(process_wall_s=wall, peak_mib=peak)
+    report.update(process_wall_s=wall)
     return report
 
 
@@ -164,7 +165,9 @@ def main() -> None:
             [sys.executable, "-c", script, str(work / "duckdb-alone.duckdb"), history],
             dict(os.environ),
         )
-        assert int(out.strip()) == events, out
+        count, duck_peak = out.split()[-2:]
+        duck_peak = float(duck_peak)
+        assert int(count) == events, out
         print(f"duckdb alone: {duck_s:.1f} s, peak {duck_peak:.0f} MiB", flush=True)
 
         full = flavours_load(work, "history", history)
@@ -225,6 +228,8 @@ def report(args, events, duck_s, duck_peak, full, on_history, on_empty) -> None:
     )
     for name, seconds, memory in rows:
         print(f"  {name:<44} {seconds:>9} {memory:>10}")
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in full["steps_s"].items())
+    print(f"  steps of the full load: {steps}")
     print(f"  load + dimension / DuckDB alone: {ratio:.2f}x (target <= 4x)")
     print(f"  peak memory: {full['peak_mib']:.0f} MiB (target < 2048 MiB)")
     print(f"  incremental / empty, whole run: {inc_ratio:.2f}x (target <= 2x)")

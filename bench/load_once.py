@@ -8,9 +8,19 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
 
 from connector.settings import Settings
 from pipelines.run import run_load
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS (VmHWM). ``ru_maxrss`` would include the parent's RSS at
+    fork, which Linux carries across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:
@@ -24,25 +34,19 @@ def main() -> None:
             seconds = materialization.metadata.get("seconds")
             if seconds is not None:
                 models[materialization.asset_key.to_user_string()] = seconds.value
-    steps = (
-        {
-            stats.step_key: stats.end_time - stats.start_time
-            for stats in result.dagster_run_stats_steps()
-            if stats.end_time and stats.start_time
-        }
-        if hasattr(result, "dagster_run_stats_steps")
-        else {}
-    )
-    print(
-        json.dumps(
-            {
-                "wall_s": wall,
-                "models_s": models,
-                "steps_s": steps,
-                "summary": dataclasses.asdict(summary),
-            }
-        )
-    )
+    steps = {
+        event.step_key: event.event_specific_data.duration_ms / 1000
+        for event in result.all_events
+        if event.event_type_value == "STEP_SUCCESS"
+    }
+    report = {
+        "wall_s": wall,
+        "models_s": models,
+        "steps_s": steps,
+        "peak_mib": peak_rss_mib(),
+        "summary": dataclasses.asdict(summary),
+    }
+    print(json.dumps(report))
     sys.stdout.flush()
 
 

@@ -24,6 +24,20 @@ from connector.landing import LandedObject, LandingStore
 
 log = logging.getLogger(__name__)
 
+
+class _PayloadJsonHint(logging.Filter):
+    """Drops dlt's warning that the ``payload`` json hint overrides Arrow's text type.
+
+    That override is the point (DuckDB stores the payload as JSON); our resources hint no
+    other column, so the warning only ever reports this.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "several column hints were different" not in record.getMessage()
+
+
+logging.getLogger("dlt").addFilter(_PayloadJsonHint())
+
 PARSE_SQL = files("pipelines").joinpath("sql/parse_landed_lines.sql").read_text()
 CHUNK_BYTES = 64 * 1024 * 1024
 """Objects are parsed in chunks of about this many bytes, which bounds memory."""
