@@ -58,7 +58,11 @@ def run_load(
         landing_url=settings.landing_url, warehouse=settings.warehouse, dlt_dir=settings.dlt_dir
     )
     job = build_definitions(flavours).resolve_job_def("flavours_job")
-    run_config = {"ops": {STAGING_OP: {"config": {"full_refresh": full_refresh}}}}
+    run_config = {
+        "ops": {STAGING_OP: {"config": {"full_refresh": full_refresh}}},
+        # Dagster's console logger prints every engine event at DEBUG; FLAVOURS_LOG_LEVEL rules.
+        "loggers": {"console": {"config": {"log_level": settings.log_level.upper()}}},
+    }
     instance = (
         DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     )
