@@ -6,6 +6,7 @@ Every materialization reports its table's row count, column schema and a preview
 """
 
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,16 +95,24 @@ def raw_tables(
     settings = flavours.get()
     store = LandingStore(settings.landing_url, settings.landing_compression)
     with warehouse_lock(settings):
+        started = time.perf_counter()
         pipeline = make_pipeline(settings)
         objects = pending_objects(pipeline, store)
-        context.log.info(f"{len(objects)} landed objects to load from {settings.landing_url}")
         discarded = discard_partial_loads(pipeline, objects)
+        listed = time.perf_counter()
+        context.log.info(f"{len(objects)} landed objects to load from {settings.landing_url}")
         tally = LoadTally()
         source = flavours_landing(
             settings.landing_url, objects, tally, settings.landing_compression
         )
         results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
+        loaded = time.perf_counter()
         record_manifest(pipeline, objects, tally)
+        context.log.info(
+            f"loaded {sum(tally.lines.values()):,} lines: listing and cleanup "
+            f"{listed - started:.1f} s, dlt run {loaded - listed:.1f} s, manifest "
+            f"{time.perf_counter() - loaded:.1f} s"
+        )
         summary = {
             "landed_objects_loaded": len(objects),
             "lines_loaded": sum(tally.lines.values()),
