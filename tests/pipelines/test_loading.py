@@ -288,3 +288,26 @@ def test_bodies_refused_by_the_receiver_reach_the_rejected_table(settings):
     assert reason.startswith("rejected by the receiver (HTTP 400): body must be a JSON object")
     assert json.loads(line)["body"] == "[1]"
     assert summary.rejected == 1
+
+
+def test_full_refresh_rebuilds_the_same_tables_as_incremental_loads(settings, store):
+    customer = "c-refresh"
+    land(store, [envelope(customer_event(customer, ts_ms=1_700_000_000_000, name="A"))])
+    load(settings)
+    # A late update lands after the first load and belongs between the two versions.
+    land(store, [envelope(customer_event(customer, "UPDATE", 1_700_000_200_000, name="C"))])
+    land(store, [envelope(customer_event(customer, "UPDATE", 1_700_000_100_000, name="B"))])
+    load(settings)
+    incremental = _table_snapshot(settings)["dim"]
+    batches = "select count(distinct batch_id) from meta.stg_customer_events_loads"
+    assert query(settings, batches) == [(2,)]
+
+    load(settings, full_refresh=True)
+
+    assert query(settings, batches) == [(1,)], "a full refresh restages every load at once"
+    assert _table_snapshot(settings)["dim"] == incremental
+    assert query(settings, "select name from analytics.dim_customer order by valid_from") == [
+        ("A",),
+        ("B",),
+        ("C",),
+    ]
