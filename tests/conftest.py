@@ -26,7 +26,7 @@ from connector.landing import LandingStore
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EXAMPLE_PATH = SHARED / "flavours" / "customer-create.json"
 if not EXAMPLE_PATH.exists():  # without shared/ beside the checkout: the packaged copy
-    EXAMPLE_PATH = Path(__file__).parents[1] / "connector" / "data" / "customer-create.json"
+    EXAMPLE_PATH = Path(__file__).parents[1] / "connector" / "samples" / "customer-create.json"
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "test-token-0123456789"
 
