@@ -42,6 +42,15 @@ PARSE_SQL = files("pipelines").joinpath("sql/parse_landed_lines.sql").read_text(
 CHUNK_BYTES = 64 * 1024 * 1024
 """Objects are parsed in chunks of about this many bytes, which bounds memory."""
 
+INVALID_UTF8_MARK = "<invalid UTF-8> "
+LINES_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("landing_file", pa.string()),
+        ("line_no", pa.int64()),
+        ("line", pa.string()),
+    ]
+)
 CUSTOMER_EVENT_COLUMNS = [
     "xid",
     "action",
@@ -105,18 +114,23 @@ def split_lines(data: bytes) -> pa.Array:
     try:
         return lines.cast(pa.string())
     except pa.ArrowInvalid:
-        # Invalid UTF-8 somewhere (corruption): decode line by line, marking bad bytes, so
-        # the damaged lines are rejected with a reason instead of failing the whole object.
-        return pa.array(
-            [line.decode("utf-8", errors="replace") for line in lines.to_pylist()], pa.string()
-        )
+        # Invalid UTF-8 (corruption; the receiver writes only UTF-8): such a line is marked so
+        # that it cannot parse as JSON and is rejected, with its text kept for inspection.
+        return pa.array([_decoded(line) for line in lines.to_pylist()], pa.string())
 
 
-def landed_lines_table(store: LandingStore | None, objects: Sequence[LandedObject]) -> pa.Table:
+def _decoded(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return INVALID_UTF8_MARK + line.decode("utf-8", errors="replace")
+
+
+def landed_lines_table(store: LandingStore, objects: Sequence[LandedObject]) -> pa.Table:
     """``(topic, landing_file, line_no, line)`` for every line of ``objects``."""
     pieces = []
     for obj in objects:
-        lines = split_lines(store.read_object(obj.key))  # type: ignore[union-attr]
+        lines = split_lines(store.read_object(obj.key))
         count = len(lines)
         pieces.append(
             pa.table(
@@ -125,19 +139,11 @@ def landed_lines_table(store: LandingStore | None, objects: Sequence[LandedObjec
                     "landing_file": pa.repeat(obj.key, count),
                     "line_no": pa.array(np.arange(1, count + 1, dtype=np.int64)),
                     "line": lines,
-                }
+                },
+                schema=LINES_SCHEMA,
             )
         )
-    if not pieces:
-        return pa.table(
-            {
-                "topic": pa.array([], pa.string()),
-                "landing_file": pa.array([], pa.string()),
-                "line_no": pa.array([], pa.int64()),
-                "line": pa.array([], pa.string()),
-            }
-        )
-    return pa.concat_tables(pieces)
+    return pa.concat_tables(pieces) if pieces else LINES_SCHEMA.empty_table()
 
 
 def parse_lines(landed_lines: pa.Table) -> ParsedChunk:
@@ -199,7 +205,7 @@ def flavours_landing(
         """Parsed chunks of the given landed objects (feeds the three tables below)."""
         if not objects:
             # An empty chunk still creates the raw tables, so models can always read them.
-            yield parse_lines(landed_lines_table(None, []))
+            yield parse_lines(LINES_SCHEMA.empty_table())
             return
         store = LandingStore(landing_url or "", compression)
         for chunk in chunk_objects(store, objects):

@@ -311,3 +311,25 @@ def test_full_refresh_rebuilds_the_same_tables_as_incremental_loads(settings, st
         ("B",),
         ("C",),
     ]
+
+
+def test_a_line_with_invalid_utf8_is_rejected_and_its_neighbours_load(settings, store):
+    damaged = envelope(customer_event("c-damaged")).replace(b'"Customer', b'"\xff\xfeCustomer')
+    damaged = damaged.replace(b'"User 1"', b'"User \xff"')
+    land(
+        store, [envelope(customer_event("c-before")), damaged, envelope(customer_event("c-after"))]
+    )
+
+    load(settings)
+
+    assert query(settings, "select customer_id from raw.customer_events order by line_no") == [
+        ("c-before",),
+        ("c-after",),
+    ]
+    [(line_no, reason, line)] = query(
+        settings, "select line_no, reject_reason, line from raw.customer_events_rejected"
+    )
+    assert line_no == 2
+    assert "not valid JSON" in reason
+    assert line.startswith("<invalid UTF-8> ")
+    assert "c-damaged" in line
