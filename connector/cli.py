@@ -185,16 +185,18 @@ def demo(customers: int, events: int) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--insecure", is_flag=True, help="Run the receiver without a token.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="No token at all (default: FLAVOURS_WEBHOOK_TOKEN or a new one).",
+)
 @click.option("--dagster-port", default=3000, show_default=True, type=int, help="Dagster UI port.")
 def dev(host: str, port: int, insecure: bool, dagster_port: int) -> None:
     """Run the receiver and `dagster dev` together; Ctrl-C stops both."""
     from connector.devtools import run_dev
 
     settings = load_settings()
-    if settings.webhook_token is None and not insecure:
-        raise click.UsageError("set FLAVOURS_WEBHOOK_TOKEN or pass --insecure (see `serve`)")
-    raise SystemExit(run_dev(settings, host, port, insecure, dagster_port))
+    raise SystemExit(run_dev(settings, host, port, insecure, dagster_port, echo=click.echo))
 
 
 def _with_token(url: str, token: str | None) -> str:

@@ -151,16 +151,34 @@ def show_results(settings: Settings, echo: Callable[[str], None]) -> None:
         echo("5. the last days of analytics.rpt_customer_daily")
         echo(str(con.sql("select * from analytics.rpt_customer_daily order by day desc limit 7")))
     echo(
-        f"Explore: duckdb {settings.warehouse}  |  dagster dev (make serve) shows the runs and "
-        "the asset graph."
+        'Explore the tables: .venv/bin/python -c "import duckdb; duckdb.connect('
+        f"'{settings.warehouse}', read_only=True).sql('from analytics.dim_customer').show()\"\n"
+        "See the runs, the asset graph and the checks: make serve (Dagster UI on :3000)."
     )
 
 
-def run_dev(settings: Settings, host: str, port: int, insecure: bool, dagster_port: int) -> int:
-    """Run the receiver and ``dagster dev`` until Ctrl-C (or one of them exits)."""
+def run_dev(
+    settings: Settings,
+    host: str,
+    port: int,
+    insecure: bool,
+    dagster_port: int,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """Run the receiver and ``dagster dev`` until Ctrl-C (or one of them exits).
+
+    Without ``FLAVOURS_WEBHOOK_TOKEN`` (and without ``--insecure``) a token is generated for
+    this run and the webhook URL printed, so a local setup is never an open endpoint.
+    """
     env = dict(os.environ)
     home = Path(env.setdefault("DAGSTER_HOME", str(Path("data/dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
+    token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
+    if token is None and not insecure:
+        token = env["FLAVOURS_WEBHOOK_TOKEN"] = secrets.token_urlsafe(24)
+    query = f"?token={token}" if token else ""
+    echo(f"webhooks: http://{host}:{port}/webhooks/flavours/customers{query}")
+    echo(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops both)")
     serve = [str(BIN / "flavours"), "serve", "--host", host, "--port", str(port)]
     children = [
         start([*serve, *(["--insecure"] if insecure else [])], env),

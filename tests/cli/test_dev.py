@@ -55,7 +55,7 @@ def answers(url: str) -> bool:
 def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
     receiver_port, dagster_port = free_port(), free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "FLAVOURS_WEBHOOK_TOKEN"},
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "FLAVOURS_LANDING_URL": str(tmp_path / "landing"),
         "FLAVOURS_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
@@ -65,7 +65,6 @@ def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
         [
             str(VENV_BIN / "flavours"),
             "dev",
-            "--insecure",
             "--port",
             str(receiver_port),
             "--dagster-port",
@@ -73,9 +72,10 @@ def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
         ],
         env=env,
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        text=True,
     )
     try:
         wait_until(
@@ -90,6 +90,12 @@ def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
         )
         started = descendants(dev.pid)
         assert len(started) >= 4, "receiver, its worker, dagster dev and its webserver"
+
+        # Without FLAVOURS_WEBHOOK_TOKEN a token is generated and the URL printed: not open.
+        url = dev.stdout.readline().split("webhooks: ", 1)[1].strip()
+        assert "?token=" in url
+        assert requests.post(url.split("?")[0], json={}, timeout=5).status_code == 401
+        assert requests.post(url, json={"xid": "x"}, timeout=5).status_code == 202
 
         dev.send_signal(signal.SIGINT)
         dev.wait(timeout=60)
