@@ -142,3 +142,14 @@ def test_demo_runs_end_to_end_in_a_fresh_folder(tmp_path):
         for line in receiver_log.splitlines()
         if line.startswith("{")
     )
+
+
+def test_send_rate_caps_deliveries_per_second(receiver):
+    from connector.sending import send_events
+
+    deliveries = synthetic_events(customers=5, events=20)
+
+    report = send_events(receiver.webhook_url(), deliveries, rate=50, concurrency=8)
+
+    assert report.acked == 20
+    assert report.seconds >= 19 / 50 * 0.95, "20 deliveries at 50/s take at least ~0.38 s"
