@@ -24,8 +24,6 @@ import json
 import multiprocessing
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from connector import devtools
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT.parent / "shared" / "flavours" / "customer-create.json"
@@ -303,15 +303,9 @@ def group_cpu_seconds(group: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def start_receiver(workdir: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     """``flavours serve`` on loopback in its own process group; waits until /healthz answers."""
-    port = free_port()
+    port = devtools.free_port(HOST)
     env = {
         **os.environ,
         "FLAVOURS_LANDING_URL": str(workdir / "landing"),
@@ -325,37 +319,14 @@ def start_receiver(workdir: Path, args: argparse.Namespace) -> tuple[subprocess.
     command += ["--port", str(port), "--workers", str(args.workers)]
     if args.threads:
         command += ["--threads", str(args.threads)]
-    log = (workdir / "receiver.log").open("wb")
-    proc = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"receiver exited:\n{(workdir / 'receiver.log').read_text()}")
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=1)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    stop_receiver(proc)
-    raise SystemExit("receiver did not answer /healthz within 30 s")
-
-
-def stop_receiver(proc: subprocess.Popen) -> None:
-    """SIGTERM to the receiver's process group, SIGKILL if it has not stopped within 15 s."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+    with (workdir / "receiver.log").open("wb") as log:
+        proc = devtools.start(command, env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
+        devtools.wait_healthy(f"http://{HOST}:{port}/healthz", proc)
+    except RuntimeError as exc:
+        devtools.stop(proc)
+        raise SystemExit(f"{exc}:\n{(workdir / 'receiver.log').read_text()}") from None
+    return proc, port
 
 
 def landed(landing: Path) -> tuple[set[str], int, int]:
@@ -494,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 ]
         finally:
-            stop_receiver(proc)
+            devtools.stop(proc)
         xids, lines, objects = landed(workdir / "landing")
     acked = {xid for phase in phases for xid in phase.result.acked}
     print()

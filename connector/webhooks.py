@@ -100,7 +100,7 @@ def _receiver() -> Receiver:
 
 
 @bp.post("/webhooks/flavours/<any(" + ", ".join(TOPICS) + "):topic>")
-def receive_webhook(topic: str) -> tuple[Response, int]:
+def receive_webhook(topic: str) -> Response | tuple[Response, int]:
     """Authenticate, validate transport, land durably, then acknowledge with 202."""
     receiver = _receiver()
     settings = receiver.settings
@@ -147,7 +147,7 @@ def receive_webhook(topic: str) -> tuple[Response, int]:
         f'{{"status":"accepted","request_id":"{g.request_id}"}}\n',
         status=202,
         mimetype="application/json",
-    ), 202
+    )
 
 
 class IncompleteBody(Exception):

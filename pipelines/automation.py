@@ -62,6 +62,8 @@ def new_landed_objects(context: SensorEvaluationContext, flavours: FlavoursSetti
     """Request a run when the set of landed objects differs from the last evaluation."""
     settings = flavours.get()
     keys = [obj.key for obj in list_landed(LandingStore(settings.landing_url))]
+    if not keys:
+        return SkipReason(f"nothing has landed in {settings.landing_url} yet")
     digest = landing_digest(keys)
     if digest == context.cursor:
         return SkipReason(f"no new landed objects ({len(keys)} in total)")

@@ -25,15 +25,24 @@ from connector.landing import LandedObject, LandingStore
 log = logging.getLogger(__name__)
 
 
-class _PayloadJsonHint(logging.Filter):
-    """Drops dlt's warning that the ``payload`` json hint overrides Arrow's text type.
+PAYLOAD_AS_JSON = {"payload": {"data_type": "json"}}
+"""dlt column hint: store ``payload`` as DuckDB JSON, not the text Arrow carries."""
+JSON_HINTED_RESOURCES = ("customer_events", "delivery_errors")
 
-    That override is the point (DuckDB stores the payload as JSON); our resources hint no
-    other column, so the warning only ever reports this.
+
+class _PayloadJsonHint(logging.Filter):
+    """Drops dlt's warning that our ``payload`` json hint overrides Arrow's text type.
+
+    That override is the point (DuckDB stores the payload as JSON). Only the warning about our
+    two resources with that hint is dropped; every other dlt warning passes.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "several column hints were different" not in record.getMessage()
+        message = record.getMessage()
+        return not (
+            "several column hints were different" in message
+            and any(f"resource: {name}," in message for name in JSON_HINTED_RESOURCES)
+        )
 
 
 logging.getLogger("dlt").addFilter(_PayloadJsonHint())
@@ -226,7 +235,7 @@ def flavours_landing(
     @dlt.transformer(
         name="customer_events",
         write_disposition="append",
-        columns={"payload": {"data_type": "json"}},
+        columns=PAYLOAD_AS_JSON,
     )
     def customer_events(chunk: ParsedChunk) -> Iterator[pa.Table]:
         """One row per landed line that is a valid customer event; duplicates kept."""
@@ -240,7 +249,7 @@ def flavours_landing(
     @dlt.transformer(
         name="delivery_errors",
         write_disposition="append",
-        columns={"payload": {"data_type": "json"}},
+        columns=PAYLOAD_AS_JSON,
     )
     def delivery_errors(chunk: ParsedChunk) -> Iterator[pa.Table]:
         """Flavours error-webhook notifications: code, endpoint, message."""

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,8 @@ import pytest
 import requests
 
 from connector import create_app
+from connector.devtools import free_port
+from connector.devtools import stop as stop_process
 from connector.landing import LandingStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -29,13 +29,6 @@ if not EXAMPLE_PATH.exists():  # without shared/ beside the checkout: the packag
     EXAMPLE_PATH = Path(__file__).parents[1] / "connector" / "samples" / "customer-create.json"
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "test-token-0123456789"
-
-
-def free_port() -> int:
-    """A TCP port that is free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> None:
@@ -48,19 +41,19 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Stop a process we started (and its process group), escalating to SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout)
+def run_cli(
+    program: str, *args: str, env: dict[str, str] | None = None, cwd=None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run one of the project's commands from the venv, capturing its text output."""
+    return subprocess.run(
+        [str(VENV_BIN / program), *args],
+        env=env if env is not None else dict(os.environ),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections import Counter
 
 import duckdb
 import pytest
 
 from connector.sending import delivery_order, synthetic_events
-from tests.conftest import TOKEN, VENV_BIN, landed_lines, start_receiver, stop_process
+from tests.conftest import TOKEN, landed_lines, run_cli
 
 
 def test_synthetic_stream_has_creates_updates_deletes_and_recreations():
@@ -45,63 +44,43 @@ def test_delivery_order_adds_duplicates_and_shuffles():
     assert [e["xid"] for e in deliveries[:100]] != [e["xid"] for e in events]
 
 
-def test_send_delivers_everything_to_a_real_receiver(tmp_path, landing_dir):
-    receiver = start_receiver(tmp_path, str(landing_dir))
-    try:
-        result = subprocess.run(
-            [
-                str(VENV_BIN / "flavours"),
-                "send",
-                receiver.webhook_url(token=None),
-                "--customers",
-                "10",
-                "--events",
-                "60",
-                "--duplicates",
-                "0.5",
-                "--shuffle",
-                "--no-progress",
-            ],
-            env={**os.environ, "FLAVOURS_WEBHOOK_TOKEN": TOKEN},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        stop_process(receiver.proc)
+def test_send_delivers_everything_to_a_real_receiver(receiver):
+    result = run_cli(
+        "flavours",
+        "send",
+        receiver.webhook_url(token=None),
+        "--customers",
+        "10",
+        "--events",
+        "60",
+        "--duplicates",
+        "0.5",
+        "--shuffle",
+        "--no-progress",
+        env={**os.environ, "FLAVOURS_WEBHOOK_TOKEN": TOKEN},
+    )
 
     assert result.returncode == 0, result.stderr
     assert "acked 91 of 91 deliveries, failed 0" in result.stdout
-    landed = landed_lines(str(landing_dir))
+    landed = landed_lines(receiver.landing_url)
     assert len(landed) == 91
     assert all(e["payload"]["action"].startswith("customers.") for e in landed)
 
 
-def test_send_retries_like_flavours_and_reports_failures(tmp_path, landing_dir):
-    receiver = start_receiver(tmp_path, str(landing_dir))
-    try:
-        result = subprocess.run(
-            [
-                str(VENV_BIN / "flavours"),
-                "send",
-                receiver.webhook_url(token="wrong"),
-                "--events",
-                "3",
-                "--customers",
-                "3",
-                "--retries",
-                "2",
-                "--no-progress",
-            ],
-            env={k: v for k, v in os.environ.items() if k != "FLAVOURS_WEBHOOK_TOKEN"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        stop_process(receiver.proc)
+def test_send_retries_like_flavours_and_reports_failures(receiver):
+    result = run_cli(
+        "flavours",
+        "send",
+        receiver.webhook_url(token="wrong"),
+        "--events",
+        "3",
+        "--customers",
+        "3",
+        "--retries",
+        "2",
+        "--no-progress",
+        env={k: v for k, v in os.environ.items() if k != "FLAVOURS_WEBHOOK_TOKEN"},
+    )
 
     assert result.returncode == 1
     assert "acked 0 of 4 deliveries, failed 4, 12 attempts" in result.stdout
@@ -112,14 +91,8 @@ def test_send_retries_like_flavours_and_reports_failures(tmp_path, landing_dir):
 def test_demo_runs_end_to_end_in_a_fresh_folder(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAVOURS_")}
 
-    result = subprocess.run(
-        [str(VENV_BIN / "flavours"), "demo", "--customers", "30", "--events", "200"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = run_cli(
+        "flavours", "demo", "--customers", "30", "--events", "200", env=env, cwd=tmp_path
     )
 
     assert result.returncode == 0, result.stderr[-3000:]

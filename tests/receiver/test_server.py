@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tests.conftest import (
     TOKEN,
     VENV_BIN,
     landed_lines,
+    run_cli,
     start_receiver,
     stop_process,
     wait_until,
@@ -78,15 +78,7 @@ def test_metrics_aggregate_every_worker(receiver):
 
 def test_serve_refuses_to_start_without_token(tmp_path):
     env = {"PATH": str(VENV_BIN), "FLAVOURS_LANDING_URL": str(tmp_path), "HOME": str(tmp_path)}
-    result = subprocess.run(
-        [str(VENV_BIN / "flavours"), "serve", "--port", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = run_cli("flavours", "serve", "--port", "1", env=env, cwd=tmp_path, timeout=60)
 
     assert result.returncode == 2
     assert "FLAVOURS_WEBHOOK_TOKEN is not set" in result.stderr
