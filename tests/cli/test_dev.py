@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from connector.devtools import STOP_TIMEOUT_S
 from tests.conftest import VENV_BIN, free_port, stop_process, wait_until
 
 
@@ -97,8 +99,11 @@ def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
         assert requests.post(url.split("?")[0], json={}, timeout=5).status_code == 401
         assert requests.post(url, json={"xid": "x"}, timeout=5).status_code == 202
 
+        interrupted = time.monotonic()
         dev.send_signal(signal.SIGINT)
         dev.wait(timeout=60)
+        # Both children stopped on SIGTERM: nobody waited for the SIGKILL escalation.
+        assert time.monotonic() - interrupted < STOP_TIMEOUT_S
         wait_until(
             lambda: not any(alive(pid) for pid in started), timeout=30, what="every child to exit"
         )
