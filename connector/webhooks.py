@@ -1,91 +1,50 @@
-"""Webhook and health routes of the receiver.
+"""Webhook and health routes of the receiver (Flask).
 
 A webhook is answered ``202`` only once its envelope is durable in the landing store. The
 receiver validates transport only (authentication, size, content type, "is a JSON object");
 schema validation is the pipeline's job, so a schema change at Flavours never loses events.
 Authenticated bodies that fail transport validation are kept under ``_rejected/`` with the
-reason. Reads: every setting of ``connector.settings.Settings`` except the pipeline ones.
+reason. Webhooks that pass every check are answered by ``connector.hotpath`` in front of Flask;
+these routes answer every other request, with the same core (``connector.ingest``).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
-import logging
-import os
-import random
-import sys
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from connector import metrics
-from connector.auth import TOKEN_HEADER, AuthError, check_signature, check_token, signing_key
-from connector.batching import GroupCommitWriter
-from connector.landing import REJECTED_PREFIX, LandingError, LandingStore
+from connector.auth import TOKEN_HEADER, AuthError, check_signature, check_token
+from connector.hotpath import WebhookHotPath
+from connector.ingest import (
+    Receiver,
+    envelope,
+    event_ids,
+    is_json_mimetype,
+    new_request_id,
+    parse_json_object,
+    received_at_now,
+    record_request,
+)
+from connector.landing import REJECTED_PREFIX, LandingError
 from connector.proxies import TrustedProxyMiddleware
 from connector.settings import TOPICS, Settings
-
-log = logging.getLogger("connector.requests")
-
-ENVELOPE_VERSION = 1
-SECRET_HEADERS = {TOKEN_HEADER.lower(), "authorization", "proxy-authorization", "cookie"}
 
 bp = Blueprint("webhooks", __name__)
 
 
-class Receiver:
-    """Per-app state: settings, landing store, group-commit writer and the readiness prober."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.store = LandingStore(settings.landing_url, settings.landing_compression)
-        self.writer = GroupCommitWriter(
-            self.store,
-            settings.instance_id,
-            settings.batch_max_wait_ms,
-            settings.batch_max_events,
-        )
-        self.token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
-        secret = settings.webhook_hmac_secret
-        self.hmac_key = signing_key(secret.get_secret_value()) if secret else None
-        self._prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flavours-readyz")
-
-    def land(self, topic: str, line: bytes, started: float) -> str:
-        """Land one envelope line; returns the object key, raises ``LandingError`` (→ 503)."""
-        future = self.writer.submit(topic, line)
-        remaining = self.settings.landing_timeout_s - (time.perf_counter() - started)
-        try:
-            return future.result(timeout=max(remaining, 0.001))
-        except FutureTimeout:
-            raise LandingError(
-                f"landing store did not confirm within {self.settings.landing_timeout_s:g} s"
-            ) from None
-
-    def ready(self) -> str | None:
-        """``None`` when the landing store takes a write within the timeout, else why not."""
-        future = self._prober.submit(self.store.check_writable)
-        try:
-            future.result(timeout=self.settings.landing_timeout_s)
-        except FutureTimeout:
-            return f"landing store did not answer within {self.settings.landing_timeout_s:g} s"
-        except LandingError as exc:
-            return str(exc)
-        return None
-
-
 def init_app(app: Flask, settings: Settings) -> None:
     """Attach the receiver to ``app``: routes, error handlers, proxies, request logging."""
-    app.extensions["flavours_receiver"] = Receiver(settings)
-    app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, settings.trusted_proxies)
+    receiver = Receiver(settings)
+    app.extensions["flavours_receiver"] = receiver
+    # Proxies first, so both paths see the client's address and scheme.
+    app.wsgi_app = TrustedProxyMiddleware(
+        WebhookHotPath(app.wsgi_app, receiver), settings.trusted_proxies
+    )
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.before_request(_start_request)
@@ -121,9 +80,7 @@ def receive_webhook(topic: str) -> Response | tuple[Response, int]:
         return _error(400, f"{exc}; send the whole body again")
 
     g.body_bytes = len(body)
-    if not request.mimetype or not (
-        request.mimetype == "application/json" or request.mimetype.endswith("+json")
-    ):
+    if not is_json_mimetype(request.mimetype):
         return _reject(
             topic,
             body,
@@ -131,12 +88,10 @@ def receive_webhook(topic: str) -> Response | tuple[Response, int]:
             f"content type must be application/json, got {request.mimetype or 'none'!r}",
         )
     try:
-        text, event = _parse_json_object(body)
+        text, event = parse_json_object(body)
     except ValueError as exc:
         return _reject(topic, body, 400, str(exc))
-    g.xid, g.action = (
-        v if isinstance(v, str) else None for v in (event.get("xid"), event.get("action"))
-    )
+    g.xid, g.action = event_ids(event)
     line = _envelope(topic, body, payload_json=text)
     try:
         receiver.land(topic, line, g.started)
@@ -175,63 +130,8 @@ def _read_body(max_bytes: int) -> bytes:
     return body
 
 
-def _parse_json_object(body: bytes) -> tuple[str, dict[str, Any]]:
-    """The body as one-line JSON text and its value; ``ValueError`` says why it is not an object."""
-    if not body:
-        raise ValueError("empty body: expected a JSON object")
-    try:
-        text = body.decode("utf-8")
-        value = _loads(text)
-    except UnicodeDecodeError:
-        raise ValueError("body is not valid UTF-8") from None
-    except RecursionError:
-        raise ValueError("JSON is nested too deeply") from None
-    except ValueError as exc:
-        raise ValueError(f"body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"body must be a JSON object, got a JSON {type(value).__name__}")
-    # Newlines in valid JSON can only be whitespace between tokens, so the original text, kept
-    # byte for byte otherwise, fits on one JSON-lines line without re-serialising numbers.
-    return text.replace("\r", " ").replace("\n", " "), value
-
-
-def _loads(text: str) -> Any:
-    """``json.loads`` that refuses NaN/Infinity and accepts integers of any length."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        if "integer string conversion" not in str(exc):
-            raise
-    # Rare: only bodies with an integer longer than Python's conversion limit pay for this.
-    return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
-
-
-def _parse_int(digits: str) -> int | Decimal:
-    # Python refuses to convert integers longer than 4300 digits (a guard against quadratic
-    # conversion); such a number is still valid JSON, kept verbatim, so it is only checked here.
-    return int(digits) if len(digits) <= sys.get_int_max_str_digits() else Decimal(digits)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _envelope(topic: str, raw: bytes, payload_json: str | None = None, **extra: Any) -> bytes:
-    """One landing line: the documented envelope, with the payload spliced in as received."""
-    head = {
-        "v": ENVELOPE_VERSION,
-        "topic": topic,
-        "received_at": g.received_at,
-        "request_id": g.request_id,
-        "source_ip": request.remote_addr,
-        "headers": {k.lower(): v for k, v in request.headers if k.lower() not in SECRET_HEADERS},
-        "body_sha256": hashlib.sha256(raw).hexdigest(),
-        **extra,
-    }
-    text = json.dumps(head, ensure_ascii=False, separators=(",", ":"))
-    if payload_json is not None:
-        text = f'{text[:-1]},"payload":{payload_json}}}'
-    return text.encode("utf-8")
+    return envelope(request.environ, g.request_id, g.received_at, topic, raw, payload_json, **extra)
 
 
 def _reject(topic: str, body: bytes, status: int, reason: str) -> tuple[Response, int]:
@@ -276,23 +176,10 @@ def prometheus_metrics() -> Response:
 # -- request lifecycle ---------------------------------------------------------------------------
 
 
-_ids = random.Random()  # noqa: S311 - ids for tracing; seeded from os.urandom, reseeded per fork
-os.register_at_fork(after_in_child=_ids.seed)
-
-
-def new_request_id() -> str:
-    """A random version-4 UUID for tracing; it needs to be unique, not unpredictable.
-
-    ``uuid.uuid4()`` reads the kernel's random source on every call, which measured 0.14 ms per
-    request here: a tenth of a webhook's whole CPU budget.
-    """
-    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
-
-
 def _start_request() -> None:
     g.started = time.perf_counter()
     g.request_id = new_request_id()
-    g.received_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    g.received_at = received_at_now()
     g.topic = None
 
 
@@ -300,24 +187,17 @@ def _finish_request(response: Response) -> Response:
     """One structured log line and the metrics for every webhook request."""
     if not request.path.startswith("/webhooks/"):
         return response
-    latency = time.perf_counter() - g.started
-    topic = g.get("topic") or "unknown"
-    metrics.REQUESTS.labels(topic=topic, status=str(response.status_code)).inc()
-    metrics.ACK_LATENCY.labels(topic=topic).observe(latency)
     response.headers["X-Request-Id"] = g.request_id
-    log.info(
-        "webhook",
-        extra={
-            "request_id": g.request_id,
-            "topic": topic,
-            "xid": g.get("xid"),
-            "action": g.get("action"),
-            "status": response.status_code,
-            "latency_ms": round(latency * 1000, 2),
-            "bytes": g.get("body_bytes"),
-            "source_ip": request.remote_addr,
-            "error": g.get("error"),
-        },
+    record_request(
+        request_id=g.request_id,
+        topic=g.get("topic"),
+        status=response.status_code,
+        started=g.started,
+        source_ip=request.remote_addr,
+        xid=g.get("xid"),
+        action=g.get("action"),
+        body_bytes=g.get("body_bytes"),
+        error=g.get("error"),
     )
     return response
 
