@@ -16,8 +16,6 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from connector import metrics
@@ -38,15 +36,38 @@ class WriterBusy(LandingError):
     """Too many events are already waiting for the landing store."""
 
 
-@dataclass
+class NotConfirmed(LandingError):
+    """The line's batch was not durable in time; it may still land (the sender retries)."""
+
+
 class _Pending:
-    topic: str
-    line: bytes
-    done: Future = field(default_factory=Future)
+    """One line waiting for its batch; a plain lock is the cheapest way to wake its request."""
+
+    __slots__ = ("_done", "error", "key", "line", "topic")
+
+    def __init__(self, topic: str, line: bytes) -> None:
+        self.topic = topic
+        self.line = line
+        self.key: str | None = None
+        self.error: LandingError | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def resolve(self, key: str | None = None, error: LandingError | None = None) -> None:
+        self.key, self.error = key, error
+        self._done.release()
+
+    def wait(self, timeout: float) -> str:
+        if not self._done.acquire(timeout=timeout):
+            raise NotConfirmed(f"landing store did not confirm within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        assert self.key is not None
+        return self.key
 
 
 class GroupCommitWriter:
-    """Lands lines durably in batches; ``submit`` returns a future that resolves to the key."""
+    """Lands lines durably in batches; ``land`` returns once the line's batch is durable."""
 
     def __init__(
         self, store: LandingStore, instance_id: str, max_wait_ms: float, max_events: int
@@ -55,22 +76,27 @@ class GroupCommitWriter:
         self.instance_id = instance_id
         self.max_wait_s = max_wait_ms / 1000
         self.max_events = max_events
-        self._queue: queue.Queue[_Pending] = queue.Queue(max_events * QUEUE_LIMIT_BATCHES)
+        self.queue_limit = max_events * QUEUE_LIMIT_BATCHES
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._owner_pid: int | None = None
         self._writer_name = ""
         self._seq = 0
 
-    def submit(self, topic: str, line: bytes) -> Future:
-        """Queue one line for ``topic``; the future resolves once its batch is durable."""
+    def land(self, topic: str, line: bytes, timeout: float) -> str:
+        """Land one line for ``topic``; the object key once its batch is durable.
+
+        Raises ``LandingError`` when the batch failed, ``NotConfirmed`` when it was not durable
+        within ``timeout`` seconds (the line may still land later: the sender retries, and the
+        pipeline drops the duplicate), and ``WriterBusy`` when too many lines already wait.
+        """
         self._ensure_running()
+        if self._queue.qsize() >= self.queue_limit:
+            raise WriterBusy("too many events are waiting for the landing store")
         pending = _Pending(topic, line)
-        try:
-            self._queue.put_nowait(pending)
-        except queue.Full:
-            raise WriterBusy("too many events are waiting for the landing store") from None
-        return pending.done
+        self._queue.put(pending)
+        return pending.wait(timeout)
 
     def _ensure_running(self) -> None:
         # Threads do not survive fork: a gunicorn worker starts its own writer on first use.
@@ -118,10 +144,10 @@ class GroupCommitWriter:
                 )
                 error = exc if isinstance(exc, LandingError) else LandingError(str(exc))
                 for item in items:
-                    item.done.set_exception(error)
+                    item.resolve(error=error)
                 continue
             metrics.BATCH_EVENTS.observe(len(items))
             metrics.BATCH_WRITE_SECONDS.observe(time.perf_counter() - started)
             metrics.LANDED_EVENTS.labels(topic=topic).inc(len(items))
             for item in items:
-                item.done.set_result(key)
+                item.resolve(key)

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 from connector.auth import AuthError, check_signature, check_token
 from connector.ingest import (
     Receiver,
+    accepted_answer,
     envelope,
     event_ids,
     is_json_mimetype,
@@ -105,19 +106,13 @@ class WebhookHotPath:
             self.receiver.land(topic, line, started)
         except LandingError as exc:
             error = f"landing store unavailable, retry later: {exc}"
-        if error is None:
-            status, answer = "202 ACCEPTED", {"status": "accepted", "request_id": request_id}
-        else:
-            status, answer = (
-                "503 SERVICE UNAVAILABLE",
-                {
-                    "error": error,
-                    "request_id": request_id,
-                    "status": "error",
-                },
-            )
         # The same bytes as the Flask route's JSON answers (sorted keys, compact, newline).
-        payload = (json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        if error is None:
+            status, payload = "202 ACCEPTED", accepted_answer(request_id)
+        else:
+            status = "503 SERVICE UNAVAILABLE"
+            answer = {"error": error, "request_id": request_id, "status": "error"}
+            payload = (json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n").encode()
         start_response(
             status,
             [

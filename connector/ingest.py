@@ -19,13 +19,12 @@ import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from connector import metrics
 from connector.auth import TOKEN_HEADER, signing_key
-from connector.batching import GroupCommitWriter
+from connector.batching import GroupCommitWriter, NotConfirmed
 from connector.landing import LandingError, LandingStore
 from connector.settings import Settings
 
@@ -55,12 +54,11 @@ class Receiver:
 
     def land(self, topic: str, line: bytes, started: float) -> str:
         """Land one envelope line; returns the object key, raises ``LandingError`` (→ 503)."""
-        future = self.writer.submit(topic, line)
         remaining = self.settings.landing_timeout_s - (time.perf_counter() - started)
         try:
-            return future.result(timeout=max(remaining, 0.001))
-        except FutureTimeout:
-            raise LandingError(
+            return self.writer.land(topic, line, timeout=max(remaining, 0.001))
+        except NotConfirmed:
+            raise NotConfirmed(
                 f"landing store did not confirm within {self.settings.landing_timeout_s:g} s"
             ) from None
 
@@ -92,9 +90,14 @@ def new_request_id() -> str:
 
 
 def received_at_now() -> str:
-    """The envelope's ``received_at``: UTC, microseconds, ``Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The envelope's ``received_at``: UTC with microseconds, ``2026-01-02T03:04:05.123456Z``."""
+    now = time.time_ns()
+    seconds, nanos = divmod(now, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1000:06d}Z"
 
+
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""``json.dumps`` with these options, without building an encoder on every call."""
 
 # -- envelopes -----------------------------------------------------------------------------------
 
@@ -140,10 +143,15 @@ def envelope(
         "body_sha256": hashlib.sha256(raw).hexdigest(),
         **extra,
     }
-    text = json.dumps(head, ensure_ascii=False, separators=(",", ":"))
+    text = _compact_json(head)
     if payload_json is not None:
         text = f'{text[:-1]},"payload":{payload_json}}}'
     return text.encode("utf-8")
+
+
+def accepted_answer(request_id: str) -> bytes:
+    """The 202 body: what Flask's ``jsonify`` would write (sorted keys, compact, a newline)."""
+    return b'{"request_id":"%s","status":"accepted"}\n' % request_id.encode()
 
 
 # -- "is it a JSON object" -----------------------------------------------------------------------
@@ -219,8 +227,8 @@ def record_request(
     """One structured log line and the metrics of one webhook request."""
     latency = time.perf_counter() - started
     topic = topic or "unknown"
-    metrics.REQUESTS.labels(topic, str(status)).inc()
-    metrics.ACK_LATENCY.labels(topic).observe(latency)
+    metrics.request_counter(topic, status).inc()
+    metrics.ack_latency(topic).observe(latency)
     if log.isEnabledFor(logging.INFO):
         log.info(
             "webhook",

@@ -26,10 +26,19 @@ OWN_FIELDS = {"request_id", "topic", "source_ip", "object_key"}
 """Fields the connector itself generates (ids, names): no sender text, nothing to mask."""
 
 
+_MAYBE_PERSONAL = re.compile(r"[@\d]")
+"""Both patterns need an ``@`` or a digit: text without either is returned as it is."""
+
+
 def mask_personal_data(text: str) -> str:
     """Mask e-mail addresses and phone-like numbers in free text."""
+    if _MAYBE_PERSONAL.search(text) is None:
+        return text
     text = _EMAIL.sub(r"\1***@\2", text)
     return _PHONE.sub(lambda m: "*" * (len(m.group()) - 2) + m.group()[-2:], text)
+
+
+_encode_json_line = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,7 +63,7 @@ class JsonFormatter(logging.Formatter):
             entry[key] = value
         if record.exc_info:
             entry["exc"] = mask_personal_data(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _encode_json_line(entry)
 
 
 class BackgroundLineHandler(logging.Handler):

@@ -7,6 +7,7 @@ whichever worker answers it.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import (
@@ -45,6 +46,18 @@ ACK_LATENCY = Histogram(
     ["topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+@functools.cache
+def request_counter(topic: str, status: int) -> Counter:
+    """``REQUESTS`` for one topic and status (cached: ``labels`` takes a lock every call)."""
+    return REQUESTS.labels(topic, str(status))
+
+
+@functools.cache
+def ack_latency(topic: str) -> Histogram:
+    """``ACK_LATENCY`` for one topic (cached like ``request_counter``)."""
+    return ACK_LATENCY.labels(topic)
 
 
 def render() -> tuple[bytes, str]:

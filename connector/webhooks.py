@@ -22,6 +22,7 @@ from connector.auth import TOKEN_HEADER, AuthError, check_signature, check_token
 from connector.hotpath import WebhookHotPath
 from connector.ingest import (
     Receiver,
+    accepted_answer,
     envelope,
     event_ids,
     is_json_mimetype,
@@ -97,12 +98,7 @@ def receive_webhook(topic: str) -> Response | tuple[Response, int]:
         receiver.land(topic, line, g.started)
     except LandingError as exc:
         return _error(503, f"landing store unavailable, retry later: {exc}")
-    # The hot path: a fixed body, no JSON provider round trip (request ids are plain UUIDs).
-    return Response(
-        f'{{"status":"accepted","request_id":"{g.request_id}"}}\n',
-        status=202,
-        mimetype="application/json",
-    )
+    return Response(accepted_answer(g.request_id), status=202, mimetype="application/json")
 
 
 class IncompleteBody(Exception):
