@@ -83,6 +83,12 @@ class GroupCommitWriter:
         self._owner_pid: int | None = None
         self._writer_name = ""
         self._seq = 0
+        self.request_threads: int | None = None
+        """How many threads can call ``land`` (the server's threads per worker), when known.
+
+        Each waits for its own line, so a batch holding that many lines is closed at once:
+        nobody is left who could add one, and waiting out the quiet gap would only idle the CPU.
+        """
 
     def land(self, topic: str, line: bytes, timeout: float) -> str:
         """Land one line for ``topic``; the object key once its batch is durable.
@@ -116,7 +122,8 @@ class GroupCommitWriter:
         while True:
             batch = [self._queue.get()]
             deadline = time.monotonic() + self.max_wait_s
-            while len(batch) < self.max_events:
+            limit = min(self.max_events, self.request_threads or self.max_events)
+            while len(batch) < limit:
                 wait = min(deadline - time.monotonic(), QUIET_GAP_S)
                 try:
                     # Past the deadline, still take what is already queued, without waiting.

@@ -37,7 +37,9 @@ class ReceiverServer(BaseApplication):
 
         # gunicorn calls this in each worker after forking, so a background log writer is safe.
         configure_logging(self.settings.log_level, background=True)
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        app.extensions["flavours_receiver"].writer.request_threads = self.options["threads"]
+        return app
 
 
 def _child_exit(server: Any, worker: Any) -> None:

@@ -1,0 +1,80 @@
+"""Group commit: which lines share an object, and what a request is told when landing stalls."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from connector.batching import GroupCommitWriter, NotConfirmed
+from connector.landing import LandingStore
+from tests.conftest import wait_until
+
+
+class GatedStore(LandingStore):
+    """A local store whose first write waits for ``gate``, so later lines queue up meanwhile."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.gate = threading.Event()
+        self.held = threading.Event()
+        self.writes: list[int] = []
+
+    def land_batch(self, key: str, lines: list[bytes]) -> None:
+        if not self.writes:
+            self.held.set()
+            self.gate.wait(10)
+        self.writes.append(len(lines))
+        super().land_batch(key, lines)
+
+
+def land_concurrently(writer: GroupCommitWriter, store: GatedStore, count: int) -> list[str]:
+    """Land one line, then ``count`` more while the first write is held at the gate."""
+    with ThreadPoolExecutor(max_workers=count + 1) as pool:
+        first = pool.submit(writer.land, "customers", b'{"n":0}', 10)
+        assert store.held.wait(5), "the first write never started"
+        rest = [pool.submit(writer.land, "customers", b'{"n":%d}' % i, 10) for i in range(count)]
+        wait_until(lambda: writer._queue.qsize() == count, timeout=5, what="lines queued")
+        store.gate.set()
+        return [first.result(), *(future.result() for future in rest)]
+
+
+def test_lines_queued_during_a_write_share_the_next_object(landing_dir):
+    store = GatedStore(str(landing_dir))
+    writer = GroupCommitWriter(store, "test", max_wait_ms=20, max_events=1000)
+
+    keys = land_concurrently(writer, store, 6)
+
+    assert store.writes == [1, 6]
+    assert len(set(keys[1:])) == 1
+
+
+def test_a_batch_closes_once_every_request_thread_waits_on_it(landing_dir):
+    store = GatedStore(str(landing_dir))
+    writer = GroupCommitWriter(store, "test", max_wait_ms=20, max_events=1000)
+    writer.request_threads = 4
+
+    land_concurrently(writer, store, 6)
+
+    assert store.writes == [1, 4, 2]
+
+
+def test_max_events_caps_a_batch(landing_dir):
+    store = GatedStore(str(landing_dir))
+    writer = GroupCommitWriter(store, "test", max_wait_ms=20, max_events=3)
+
+    land_concurrently(writer, store, 7)
+
+    assert store.writes == [1, 3, 3, 1]
+
+
+def test_a_write_slower_than_the_timeout_is_not_confirmed(landing_dir):
+    store = GatedStore(str(landing_dir))
+    writer = GroupCommitWriter(store, "test", max_wait_ms=20, max_events=1000)
+
+    with pytest.raises(NotConfirmed, match="did not confirm"):
+        writer.land("customers", b'{"n":0}', timeout=0.2)
+    store.gate.set()
+    wait_until(lambda: store.writes == [1], timeout=5, what="the held write to finish")
+    assert len(store.list_objects("customers")) == 1
