@@ -11,6 +11,11 @@
 -- the customer with the attributes carried over. The first event of a customer, whatever its
 -- action, starts the history.
 --
+-- Cost: an event that carries every key (the usual case: Flavours sends the whole customer) is
+-- its own state, so only customers with an event lacking a key go through the 20 carry-forward
+-- windows. The state of every event is hashed once; the windows that find instants and versions
+-- sort keys and hashes only, and the attributes are joined back once per version.
+--
 -- customer_sk = md5(customer_id || '|' || epoch microseconds of valid_from): the same in every
 -- incremental run and full rebuild. attributes_hash = md5 of the attributes as a JSON array in
 -- column order, timestamps as epoch microseconds so that it does not depend on the time zone.
@@ -72,18 +77,83 @@ where customer_id in (select customer_id from dim_customer__changed_customers);
 
 insert into analytics.dim_customer
 with events as (
-    select *
+    select
+        rowid as event_row,
+        *,
+        case action when 'CREATE' then 1 when 'UPDATE' then 2 when 'DELETE' then 3 end
+            as action_rank
     from staging.stg_customer_events
     semi join dim_customer__changed_customers using (customer_id)
+),
+
+-- Flavours sends the whole customer, so usually every event carries every key and its state is
+-- simply its own values. Only customers with an event lacking a key need the carry-forward.
+customers_with_absent_keys as (
+    select distinct customer_id
+    from events
+    where not (
+            present_attributes.user_id
+            and present_attributes.name
+            and present_attributes.username
+            and present_attributes.email
+            and present_attributes.phone_prefix
+            and present_attributes.phone
+            and present_attributes.lang
+            and present_attributes.role
+            and present_attributes.is_active
+            and present_attributes.gender
+            and present_attributes.customer_type
+            and present_attributes.tax_number
+            and present_attributes.crn
+            and present_attributes.zip_code
+            and present_attributes.city
+            and present_attributes.district
+            and present_attributes.street
+            and present_attributes.created_at
+            and present_attributes.email_verified_at
+            and present_attributes.phone_verified_at
+    )
+),
+
+complete_states as (
+    select
+        event_row,
+        customer_id,
+        event_ts,
+        action_rank,
+        xid,
+        action,
+        user_id,
+        name,
+        username,
+        email,
+        phone_prefix,
+        phone,
+        lang,
+        role,
+        is_active,
+        gender,
+        customer_type,
+        tax_number,
+        crn,
+        zip_code,
+        city,
+        district,
+        street,
+        created_at,
+        email_verified_at,
+        phone_verified_at
+    from events
+    anti join customers_with_absent_keys using (customer_id)
 ),
 
 -- what each event carries: {'v': value} for a key in its payload, null for an absent key
 carried as (
     select
+        event_row,
         customer_id,
         event_ts,
-        case action when 'CREATE' then 1 when 'UPDATE' then 2 when 'DELETE' then 3 end
-            as action_rank,
+        action_rank,
         xid,
         action,
         if(present_attributes.user_id, {'v': user_id}, null) as user_id,
@@ -111,17 +181,18 @@ carried as (
             present_attributes.phone_verified_at, {'v': phone_verified_at}, null
         ) as phone_verified_at
     from events
+    semi join customers_with_absent_keys using (customer_id)
 ),
 
 -- each attribute after this event: the value carried by the latest event that had its key
-states as (
+carried_forward as (
     select
+        event_row,
         customer_id,
         event_ts,
+        action_rank,
         xid,
         action,
-        action = 'DELETE' as is_deleted,
-        lead(event_ts) over events_so_far as next_event_ts,
         last_value(user_id ignore nulls) over events_so_far as user_id,
         last_value(name ignore nulls) over events_so_far as name,
         last_value(username ignore nulls) over events_so_far as username,
@@ -150,20 +221,14 @@ states as (
     )
 ),
 
--- at most one version per customer and instant: the last of the tied events decides it
-instants as (
-    select *
-    from states
-    where next_event_ts is distinct from event_ts
-),
-
-instant_states as (
+filled_states as (
     select
+        event_row,
         customer_id,
         event_ts,
-        is_deleted,
-        action as change_action,
-        xid as source_xid,
+        action_rank,
+        xid,
+        action,
         user_id.v as user_id,
         name.v as name,
         username.v as username,
@@ -184,11 +249,12 @@ instant_states as (
         created_at.v as created_at,
         email_verified_at.v as email_verified_at,
         phone_verified_at.v as phone_verified_at
-    from instants
+    from carried_forward
 ),
 
--- the attributes as a JSON array, in column order, timestamps as epoch microseconds
-hashed as (
+-- the state after each event, with its attributes as a JSON array in column order, timestamps
+-- as epoch microseconds
+event_states as (
     select
         *,
         md5(
@@ -217,61 +283,83 @@ hashed as (
                 ) as varchar
             )
         ) as attributes_hash
-    from instant_states
+    from (
+        select * from complete_states
+        union all
+        select * from filled_states
+    )
+),
+
+-- The windows below sort only keys and hashes; the attributes join back at the end.
+-- At most one version per customer and instant: the last of the tied events decides it.
+instants as (
+    select customer_id, event_ts, event_row, action, attributes_hash
+    from event_states
+    qualify
+        lead(event_ts) over (partition by customer_id order by event_ts, action_rank, xid)
+            is distinct from event_ts
 ),
 
 compared as (
     select
         *,
         lag(attributes_hash) over previous_instant as previous_attributes_hash,
-        lag(is_deleted) over previous_instant as previous_is_deleted
-    from hashed
+        lag(action) over previous_instant as previous_action
+    from instants
     window previous_instant as (partition by customer_id order by event_ts)
 ),
 
 versions as (
-    select *
+    select
+        customer_id,
+        event_ts,
+        event_row,
+        action,
+        attributes_hash,
+        row_number() over customer_versions as version,
+        lead(event_ts) over customer_versions as valid_to
     from compared
     where
         previous_attributes_hash is null
         or attributes_hash <> previous_attributes_hash
-        or is_deleted <> previous_is_deleted
+        or (action = 'DELETE') <> (previous_action = 'DELETE')
+    window customer_versions as (partition by customer_id order by event_ts)
 ),
 
 final as (
     select
-        md5(customer_id || '|' || epoch_us(event_ts)) as customer_sk,
-        customer_id,
-        row_number() over customer_versions as version,
-        event_ts as valid_from,
-        lead(event_ts) over customer_versions as valid_to,
-        lead(event_ts) over customer_versions is null as is_current,
-        is_deleted,
-        change_action,
-        source_xid,
-        user_id,
-        name,
-        username,
-        email,
-        phone_prefix,
-        phone,
-        lang,
-        role,
-        is_active,
-        gender,
-        customer_type,
-        tax_number,
-        crn,
-        zip_code,
-        city,
-        district,
-        street,
-        created_at,
-        email_verified_at,
-        phone_verified_at,
-        attributes_hash
+        md5(versions.customer_id || '|' || epoch_us(versions.event_ts)) as customer_sk,
+        versions.customer_id,
+        versions.version,
+        versions.event_ts as valid_from,
+        versions.valid_to,
+        versions.valid_to is null as is_current,
+        versions.action = 'DELETE' as is_deleted,
+        versions.action as change_action,
+        event_states.xid as source_xid,
+        event_states.user_id,
+        event_states.name,
+        event_states.username,
+        event_states.email,
+        event_states.phone_prefix,
+        event_states.phone,
+        event_states.lang,
+        event_states.role,
+        event_states.is_active,
+        event_states.gender,
+        event_states.customer_type,
+        event_states.tax_number,
+        event_states.crn,
+        event_states.zip_code,
+        event_states.city,
+        event_states.district,
+        event_states.street,
+        event_states.created_at,
+        event_states.email_verified_at,
+        event_states.phone_verified_at,
+        versions.attributes_hash
     from versions
-    window customer_versions as (partition by customer_id order by event_ts)
+    inner join event_states using (event_row)
 )
 
 select * from final;
