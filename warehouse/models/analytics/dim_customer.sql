@@ -76,7 +76,8 @@ delete from analytics.dim_customer
 where customer_id in (select customer_id from dim_customer__changed_customers);
 
 insert into analytics.dim_customer
-with events as (
+-- not materialized: both are read twice, and rescanning beats holding 1M wide rows in memory
+with events as not materialized (
     select
         rowid as event_row,
         *,
@@ -254,7 +255,7 @@ filled_states as (
 
 -- the state after each event, with its attributes as a JSON array in column order, timestamps
 -- as epoch microseconds
-event_states as (
+event_states as not materialized (
     select
         *,
         md5(
