@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.resources import files
 
@@ -212,6 +213,32 @@ def chunk_objects(
         yield chunk
 
 
+ReadChunk = tuple[list[LandedObject], pa.Table, ParsedChunk]
+
+
+def read_and_parse(store: LandingStore, chunk: list[LandedObject]) -> ReadChunk:
+    """Read one chunk of objects and parse its lines."""
+    lines = landed_lines_table(store, chunk)
+    return chunk, lines, parse_lines(lines)
+
+
+def read_ahead(store: LandingStore, objects: Sequence[LandedObject]) -> Iterator[ReadChunk]:
+    """Parsed chunks in order; the next one is read and parsed in a worker thread meanwhile.
+
+    While dlt writes one chunk to parquet, the next is read and parsed by DuckDB: both release
+    the GIL, so the two cores overlap them. At most two chunks are in memory.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="flavours-parse") as worker:
+        pending: Future[ReadChunk] | None = None
+        for chunk in chunk_objects(store, objects):
+            upcoming = worker.submit(read_and_parse, store, chunk)
+            if pending is not None:
+                yield pending.result()
+            pending = upcoming
+        if pending is not None:
+            yield pending.result()
+
+
 @dlt.source(name="flavours", max_table_nesting=0)
 def flavours_landing(
     landing_url: str | None = None,
@@ -230,9 +257,7 @@ def flavours_landing(
             yield parse_lines(LINES_SCHEMA.empty_table())
             return
         store = LandingStore(landing_url or "", compression)
-        for chunk in chunk_objects(store, objects):
-            lines = landed_lines_table(store, chunk)
-            parsed = parse_lines(lines)
+        for chunk, lines, parsed in read_ahead(store, objects):
             counts = pc.value_counts(lines["landing_file"]).to_pylist()
             tally.lines.update({c["values"]: c["counts"] for c in counts})
             tally.lines.update({obj.key: 0 for obj in chunk if obj.key not in tally.lines})
