@@ -51,6 +51,11 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     # dlt's own columns: every raw row carries the id of the load that committed it.
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
+    # dlt's parquet files live only until DuckDB has read them: compressing them cost more CPU
+    # than it saved (1M events: the load 1-1.5 s faster without), and a loaded package is
+    # deleted at once instead of kept (uncompressed, ~0.7 GB per million events).
+    dlt.config["data_writer.compression"] = "none"
+    dlt.config["load.delete_completed_jobs"] = True
     credentials = DuckDbCredentials(str(warehouse))
     # Appends need no order among their rows; letting DuckDB insert in parallel halves the
     # load of a large package (measured: 1M events, 9.0 s -> 4.9 s).

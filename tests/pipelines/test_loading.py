@@ -58,6 +58,8 @@ def test_documented_example_loads_into_raw_customer_events(settings, store):
     assert (landing_file, line_no) == (key, 1)
     assert summary.objects_loaded == 1
     assert summary.raw_events == 1
+    # dlt's load package (a parquet copy of the events) does not outlive the load
+    assert not [p for p in Path(settings.dlt_dir).rglob("*") if p.suffix == ".parquet"]
 
 
 def test_delivery_error_webhooks_load_into_raw_delivery_errors(settings, store):
