@@ -78,3 +78,18 @@ def test_a_write_slower_than_the_timeout_is_not_confirmed(landing_dir):
     store.gate.set()
     wait_until(lambda: store.writes == [1], timeout=5, what="the held write to finish")
     assert len(store.list_objects("customers")) == 1
+
+
+def test_flavours_serve_tells_each_workers_writer_its_thread_count(landing_dir, monkeypatch):
+    from connector import logs
+    from connector.server import ReceiverServer
+    from connector.settings import Settings
+
+    # load() runs in each gunicorn worker; here only its app matters, not its log handler.
+    monkeypatch.setattr(logs, "configure_logging", lambda *args, **kwargs: None)
+    settings = Settings(landing_url=str(landing_dir), webhook_token="t" * 24)
+    server = ReceiverServer(settings, {"bind": "127.0.0.1:0", "workers": 1, "threads": 7})
+
+    app = server.load()
+
+    assert app.extensions["flavours_receiver"].writer.request_threads == 7
