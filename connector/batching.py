@@ -1,15 +1,17 @@
-"""Group commit: one writer per process makes concurrent webhooks durable together.
+"""Group commit: writer threads in each process make concurrent webhooks durable together.
 
-Requests hand their envelope line to the writer and wait. The writer gathers lines for at most
-``FLAVOURS_BATCH_MAX_WAIT_MS`` or ``FLAVOURS_BATCH_MAX_EVENTS``, and stops gathering earlier
-once no line has come for ``QUIET_GAP_S``; it writes one immutable object per topic in the
-batch, and only then releases every waiting request. Lines that come while a batch is being
-written make up the next one. Idle load gives one small object per event; heavy load gives few
-large objects, and no request pays its own fsync or PUT.
+Requests hand their envelope line to the writers and wait. One writer at a time gathers lines
+for at most ``FLAVOURS_BATCH_MAX_WAIT_MS`` or ``FLAVOURS_BATCH_MAX_EVENTS``, and stops gathering
+earlier once no line has come for ``QUIET_GAP_S`` or once every request thread is waiting; it
+then writes one immutable object per topic in the batch, and only then releases every waiting
+request. Lines that come while a batch is being written make up the next one, gathered and
+written by the next writer meanwhile (``WRITER_THREADS``). Idle load gives one small object per
+event; heavy load gives few large objects, and no request pays its own fsync or PUT.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -25,6 +27,11 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT_BATCHES = 20
 """How many full batches may wait for the writer before new events are refused with 503."""
+
+WRITER_THREADS = 2
+"""Batches a process writes at once. While one batch waits for its fsync (or PUT), the next
+gathers and is written: with a single writer every request thread of the worker sat idle
+through every fsync (measured: the CPU 15 % idle under full load)."""
 
 QUIET_GAP_S = 0.002
 """A batch is written as soon as no new line has come for this long. Waiting out the whole
@@ -70,7 +77,12 @@ class GroupCommitWriter:
     """Lands lines durably in batches; ``land`` returns once the line's batch is durable."""
 
     def __init__(
-        self, store: LandingStore, instance_id: str, max_wait_ms: float, max_events: int
+        self,
+        store: LandingStore,
+        instance_id: str,
+        max_wait_ms: float,
+        max_events: int,
+        writers: int = WRITER_THREADS,
     ) -> None:
         self.store = store
         self.instance_id = instance_id
@@ -78,16 +90,21 @@ class GroupCommitWriter:
         self.max_events = max_events
         self.queue_limit = max_events * QUEUE_LIMIT_BATCHES
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self.writers = writers
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._gathering = threading.Lock()
+        self._threads: list[threading.Thread] = []
         self._owner_pid: int | None = None
         self._writer_name = ""
-        self._seq = 0
+        self._seq = itertools.count(1)
+        self._in_flight = 0
+        """Lines in batches being written: their request threads cannot add another line."""
         self.request_threads: int | None = None
         """How many threads can call ``land`` (the server's threads per worker), when known.
 
-        Each waits for its own line, so a batch holding that many lines is closed at once:
-        nobody is left who could add one, and waiting out the quiet gap would only idle the CPU.
+        Each waits for its own line, so once every thread not already waiting on a batch being
+        written has a line in the gathering batch, it is closed at once: nobody is left who
+        could add one, and waiting out the quiet gap would only idle the CPU.
         """
 
     def land(self, topic: str, line: bytes, timeout: float) -> str:
@@ -105,33 +122,56 @@ class GroupCommitWriter:
         return pending.wait(timeout)
 
     def _ensure_running(self) -> None:
-        # Threads do not survive fork: a gunicorn worker starts its own writer on first use.
-        if self._owner_pid == os.getpid() and self._thread and self._thread.is_alive():
+        # Threads do not survive fork: a gunicorn worker starts its own writers on first use.
+        if self._owner_pid == os.getpid() and all(t.is_alive() for t in self._threads):
             return
         with self._lock:
-            if self._owner_pid == os.getpid() and self._thread and self._thread.is_alive():
-                return
-            self._owner_pid = os.getpid()
-            self._writer_name = new_writer_name(self.instance_id)
-            self._thread = threading.Thread(
-                target=self._run, name="flavours-landing-writer", daemon=True
-            )
-            self._thread.start()
+            if self._owner_pid != os.getpid():
+                # A fork may have copied locks held by the parent's threads: start afresh.
+                self._owner_pid = os.getpid()
+                self._writer_name = new_writer_name(self.instance_id)
+                self._threads = []
+                self._queue = queue.SimpleQueue()
+                self._gathering = threading.Lock()
+                self._in_flight = 0
+            self._threads = [t for t in self._threads if t.is_alive()]
+            while len(self._threads) < self.writers:
+                thread = threading.Thread(
+                    target=self._run, name="flavours-landing-writer", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _gather(self) -> list[_Pending]:
+        batch = [self._queue.get()]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self._gather_limit():
+            wait = min(deadline - time.monotonic(), QUIET_GAP_S)
+            try:
+                # Past the deadline, still take what is already queued, without waiting.
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(item)
+        return batch
+
+    def _gather_limit(self) -> int:
+        if self.request_threads is None:
+            return self.max_events
+        return min(self.max_events, max(self.request_threads - self._in_flight, 1))
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + self.max_wait_s
-            limit = min(self.max_events, self.request_threads or self.max_events)
-            while len(batch) < limit:
-                wait = min(deadline - time.monotonic(), QUIET_GAP_S)
-                try:
-                    # Past the deadline, still take what is already queued, without waiting.
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-            self._land(batch)
+            # One writer gathers at a time, the others write what they gathered before.
+            with self._gathering:
+                batch = self._gather()
+                with self._lock:
+                    self._in_flight += len(batch)
+            try:
+                self._land(batch)
+            finally:
+                with self._lock:
+                    self._in_flight -= len(batch)
 
     def _land(self, batch: list[_Pending]) -> None:
         by_topic: dict[str, list[_Pending]] = defaultdict(list)
@@ -139,8 +179,7 @@ class GroupCommitWriter:
             by_topic[pending.topic].append(pending)
         batch_time = datetime.now(UTC)
         for topic, items in by_topic.items():
-            self._seq += 1
-            key = self.store.object_key(topic, batch_time, self._writer_name, self._seq)
+            key = self.store.object_key(topic, batch_time, self._writer_name, next(self._seq))
             started = time.perf_counter()
             try:
                 self.store.land_batch(key, [item.line for item in items])

@@ -22,7 +22,7 @@ class GatedStore(LandingStore):
         self.writes: list[int] = []
 
     def land_batch(self, key: str, lines: list[bytes]) -> None:
-        if not self.writes:
+        if not self.held.is_set():
             self.held.set()
             self.gate.wait(10)
         self.writes.append(len(lines))
@@ -40,9 +40,13 @@ def land_concurrently(writer: GroupCommitWriter, store: GatedStore, count: int) 
         return [first.result(), *(future.result() for future in rest)]
 
 
+def one_writer(store: GatedStore, **options) -> GroupCommitWriter:
+    return GroupCommitWriter(store, "test", max_wait_ms=20, writers=1, **options)
+
+
 def test_lines_queued_during_a_write_share_the_next_object(landing_dir):
     store = GatedStore(str(landing_dir))
-    writer = GroupCommitWriter(store, "test", max_wait_ms=20, max_events=1000)
+    writer = one_writer(store, max_events=1000)
 
     keys = land_concurrently(writer, store, 6)
 
@@ -52,7 +56,7 @@ def test_lines_queued_during_a_write_share_the_next_object(landing_dir):
 
 def test_a_batch_closes_once_every_request_thread_waits_on_it(landing_dir):
     store = GatedStore(str(landing_dir))
-    writer = GroupCommitWriter(store, "test", max_wait_ms=20, max_events=1000)
+    writer = one_writer(store, max_events=1000)
     writer.request_threads = 4
 
     land_concurrently(writer, store, 6)
@@ -62,11 +66,32 @@ def test_a_batch_closes_once_every_request_thread_waits_on_it(landing_dir):
 
 def test_max_events_caps_a_batch(landing_dir):
     store = GatedStore(str(landing_dir))
-    writer = GroupCommitWriter(store, "test", max_wait_ms=20, max_events=3)
+    writer = one_writer(store, max_events=3)
 
     land_concurrently(writer, store, 7)
 
     assert store.writes == [1, 3, 3, 1]
+
+
+def test_a_second_writer_lands_the_next_batch_while_the_first_waits(landing_dir):
+    store = GatedStore(str(landing_dir))
+    writer = GroupCommitWriter(store, "test", max_wait_ms=20, max_events=1000, writers=2)
+    writer.request_threads = 8
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(writer.land, "customers", b'{"n":0}', 10)
+        assert store.held.wait(5), "the first write never started"
+        # the first batch's line holds one of the 8 request threads: 7 more close the next one
+        rest = [pool.submit(writer.land, "customers", b'{"n":%d}' % i, 10) for i in range(7)]
+        keys = {future.result(timeout=10) for future in rest}
+        assert not first.done(), "the first write is still held"
+        store.gate.set()
+        first_key = first.result(timeout=10)
+
+    # all 7 landed while the first write was held (in one batch unless a thread came > 2 ms late)
+    assert sum(store.writes[:-1]) == 7
+    assert store.writes[-1] == 1
+    assert first_key not in keys
 
 
 def test_a_write_slower_than_the_timeout_is_not_confirmed(landing_dir):
