@@ -226,7 +226,8 @@ def read_ahead(store: LandingStore, objects: Sequence[LandedObject]) -> Iterator
     """Parsed chunks in order; the next one is read and parsed in a worker thread meanwhile.
 
     While dlt writes one chunk to parquet, the next is read and parsed by DuckDB: both release
-    the GIL, so the two cores overlap them. At most two chunks are in memory.
+    the GIL, so the two cores overlap them. At most three chunks are held at once: the one
+    dlt is writing, the next one already parsed, and the one being parsed.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="flavours-parse") as worker:
         pending: Future[ReadChunk] | None = None
