@@ -123,24 +123,29 @@ class GroupCommitWriter:
 
     def _ensure_running(self) -> None:
         # Threads do not survive fork: a gunicorn worker starts its own writers on first use.
-        if self._owner_pid == os.getpid() and all(t.is_alive() for t in self._threads):
+        # The fast path must not pass before the queue and threads of this process exist, so
+        # ``_owner_pid`` is published last: a request that saw it set puts its line into the
+        # queue the writers read, never into one about to be replaced.
+        pid = os.getpid()
+        if self._owner_pid == pid and all(t.is_alive() for t in self._threads):
             return
         with self._lock:
-            if self._owner_pid != os.getpid():
+            if self._owner_pid != pid:
                 # A fork may have copied locks held by the parent's threads: start afresh.
-                self._owner_pid = os.getpid()
                 self._writer_name = new_writer_name(self.instance_id)
                 self._threads = []
                 self._queue = queue.SimpleQueue()
                 self._gathering = threading.Lock()
                 self._in_flight = 0
-            self._threads = [t for t in self._threads if t.is_alive()]
-            while len(self._threads) < self.writers:
+            threads = [t for t in self._threads if t.is_alive()]
+            while len(threads) < self.writers:
                 thread = threading.Thread(
                     target=self._run, name="flavours-landing-writer", daemon=True
                 )
                 thread.start()
-                self._threads.append(thread)
+                threads.append(thread)
+            self._threads = threads
+            self._owner_pid = pid
 
     def _gather(self) -> list[_Pending]:
         batch = [self._queue.get()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -103,6 +104,39 @@ def test_a_write_slower_than_the_timeout_is_not_confirmed(landing_dir):
     store.gate.set()
     wait_until(lambda: store.writes == [1], timeout=5, what="the held write to finish")
     assert len(store.list_objects("customers")) == 1
+
+
+def test_no_line_is_lost_when_a_workers_first_requests_start_its_writers(landing_dir):
+    """The first requests of a fresh (or just forked) worker race to start its writers.
+
+    A request that saw the writers as running while the queue was being replaced put its
+    line into a queue nobody read; it was answered 503 after the landing timeout (seen in CI).
+    """
+    store = LandingStore(str(landing_dir))
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to hit the race
+    try:
+        unconfirmed = 0
+        for _ in range(30):
+            writer = GroupCommitWriter(store, "test", max_wait_ms=1, max_events=100)
+            start = threading.Barrier(16)
+
+            def land(n: int, writer=writer, start=start) -> bool:
+                start.wait()
+                try:
+                    writer.land("customers", b'{"n":%d}' % n, timeout=1)
+                except NotConfirmed:
+                    return False
+                return True
+
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                unconfirmed += sum(not ok for ok in pool.map(land, range(16)))
+    finally:
+        sys.setswitchinterval(switch_interval)
+
+    assert unconfirmed == 0
+    landed = [line for obj in store.list_objects("customers") for line in store.iter_lines(obj.key)]
+    assert len(landed) == 30 * 16
 
 
 def test_flavours_serve_tells_each_workers_writer_its_thread_count(landing_dir, monkeypatch):
