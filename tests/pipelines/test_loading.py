@@ -62,6 +62,25 @@ def test_documented_example_loads_into_raw_customer_events(settings, store):
     assert not [p for p in Path(settings.dlt_dir).rglob("*") if p.suffix == ".parquet"]
 
 
+def test_raw_text_is_stored_zstd_compressed_and_model_tables_keep_duckdb_defaults(settings, store):
+    land(store, [envelope(customer_event(f"c-{i}", xid=f"x-{i}")) for i in range(50)])
+
+    load(settings)
+
+    def compressions(table: str, column: str) -> set[str]:
+        rows = query(
+            settings,
+            f"select distinct compression from pragma_storage_info('{table}') "  # noqa: S608
+            f"where column_name = '{column}' and compression <> 'Constant'",
+        )
+        return {compression for (compression,) in rows}
+
+    assert compressions("raw.customer_events", "payload") == {"ZSTD"}
+    assert compressions("raw.customer_events", "request_id") == {"ZSTD"}
+    # dlt's database instance is closed after the load: the models do not inherit its setting
+    assert "ZSTD" not in compressions("staging.stg_customer_events", "name")
+
+
 def test_delivery_error_webhooks_load_into_raw_delivery_errors(settings, store):
     land(
         store,
