@@ -5,6 +5,7 @@ seconds (from its materialization metadata) and the load summary.
 """
 
 import dataclasses
+import gc
 import json
 import sys
 import time
@@ -26,6 +27,7 @@ def peak_rss_mib() -> float:
 def main() -> None:
     settings = Settings()
     started = time.perf_counter()
+    gc.freeze()  # as `flavours load` does
     result, summary = run_load(settings)
     wall = time.perf_counter() - started
     models = {}
@@ -48,6 +50,7 @@ def main() -> None:
     }
     print(json.dumps(report))
     sys.stdout.flush()
+    gc.freeze()  # as `flavours load` does: no full collection at exit
 
 
 if __name__ == "__main__":
