@@ -9,6 +9,7 @@ Run with `make bench-load`. In one run, on the same files:
 
 Each step runs in its own process; peak memory is that process's own high-water RSS (VmHWM). Targets
 (DESIGN.md section 7): load + dimension <= 4x DuckDB alone, peak < 2 GiB, incremental <= 2x.
+The loads log at WARNING unless FLAVOURS_LOG_LEVEL says otherwise (INFO shows each step's time).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
         "FLAVOURS_LANDING_URL": landing,
         "FLAVOURS_WAREHOUSE": str(work / f"{name}.duckdb"),
         "FLAVOURS_DLT_DIR": str(work / f"{name}-dlt"),
-        "FLAVOURS_LOG_LEVEL": "WARNING",
+        "FLAVOURS_LOG_LEVEL": os.environ.get("FLAVOURS_LOG_LEVEL", "WARNING"),
     }
 
 

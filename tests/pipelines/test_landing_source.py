@@ -1,11 +1,12 @@
-"""The dlt source's reading side: chunks of landed objects, parsed ahead of dlt, in order."""
+"""The dlt source's reading side: chunks parsed ahead of dlt, in order; what a payload must be."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from connector.landing import LandingStore
-from pipelines.landing_source import read_ahead
+from pipelines.landing_source import LINES_SCHEMA, parse_lines, read_ahead
 from tests.landing_helpers import customer_event, envelope, land
 
 
@@ -27,3 +28,37 @@ def test_read_ahead_yields_every_chunk_once_in_listing_order(tmp_path, workers):
         assert events["line_no"].to_pylist() == list(range(1, events.num_rows + 1))
     xids = [xid for _, _, parsed in chunks for xid in parsed.customer_events["xid"].to_pylist()]
     assert sorted(xids) == sorted(f"x-{n}-{i}" for n in range(7) for i in range(n + 1))
+
+
+@pytest.mark.parametrize(
+    ("payload_json", "is_object"),
+    [
+        ('{"xid": "x", "action": "customers.create", "timestamp": 1, "data": {"id": "c"}}', True),
+        ('  {  "xid" : "x" , "action":"customers.create","timestamp":1,"data":{"id":"c"} }', True),
+        ("null", False),
+        ('[{"xid": "x"}]', False),
+        ('"{\\"xid\\": \\"x\\"}"', False),
+        ("42", False),
+        ("true", False),
+        (None, False),
+    ],
+)
+def test_only_an_object_payload_makes_a_customer_event(payload_json, is_object):
+    payload = "" if payload_json is None else f', "payload": {payload_json}'
+    line = f'{{"v": 1, "received_at": "2026-11-01T00:00:00Z", "request_id": "r"{payload}}}\n'
+    lines = pa.table(
+        {
+            "topic": ["customers"],
+            "landing_file": ["customers/f.jsonl"],
+            "line_no": pa.array([1], pa.int64()),
+            "line": [line],
+        },
+        schema=LINES_SCHEMA,
+    )
+
+    parsed = parse_lines(lines)
+
+    assert parsed.customer_events.num_rows == int(is_object)
+    if not is_object:
+        [reason] = parsed.customer_events_rejected["reject_reason"].to_pylist()
+        assert reason == "envelope has no payload object"
