@@ -51,10 +51,10 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     # dlt's own columns: every raw row carries the id of the load that committed it.
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
-    # dlt's parquet files live only until DuckDB has read them: compressing them cost more CPU
-    # than it saved (1M events: the load 1-1.5 s faster without), and a loaded package is
-    # deleted at once instead of kept (uncompressed, ~0.7 GB per million events).
-    dlt.config["data_writer.compression"] = "none"
+    # dlt's parquet files live only until DuckDB has read them, so a loaded package is deleted
+    # at once instead of kept until the next run. They keep dlt's default snappy compression:
+    # 3.4x fewer bytes to write and read (~250 MB per million events), and since parsing runs
+    # ahead in two workers it is also a little faster than none (6 alternating runs).
     dlt.config["load.delete_completed_jobs"] = True
     credentials = DuckDbCredentials(str(warehouse))
     # Appends need no order among their rows; letting DuckDB insert in parallel halves the
