@@ -18,17 +18,17 @@ handed on as it was read, so the Flask route answers and keeps it exactly as it 
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from connector.auth import AuthError, check_signature, check_token
+from connector.auth import TOKEN_HEADER, AuthError, check_signature, check_token
 from connector.ingest import (
     Receiver,
     accepted_answer,
     envelope,
+    error_answer,
     event_ids,
     is_json_mimetype,
     new_request_id,
@@ -106,13 +106,10 @@ class WebhookHotPath:
             self.receiver.land(topic, line, started)
         except LandingError as exc:
             error = f"landing store unavailable, retry later: {exc}"
-        # The same bytes as the Flask route's JSON answers (sorted keys, compact, newline).
         if error is None:
             status, payload = "202 ACCEPTED", accepted_answer(request_id)
         else:
-            status = "503 SERVICE UNAVAILABLE"
-            answer = {"error": error, "request_id": request_id, "status": "error"}
-            payload = (json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n").encode()
+            status, payload = "503 SERVICE UNAVAILABLE", error_answer(request_id, error)
         start_response(
             status,
             [
@@ -152,7 +149,7 @@ class WebhookHotPath:
             return False
         if self.receiver.token is None:
             return True
-        header = environ.get("HTTP_X_FLAVOURS_TOKEN")
+        header = _EnvironHeaders(environ).get(TOKEN_HEADER)
         query = None
         if header is None and "token" in environ.get("QUERY_STRING", ""):
             query = next(

@@ -154,6 +154,12 @@ def accepted_answer(request_id: str) -> bytes:
     return b'{"request_id":"%s","status":"accepted"}\n' % request_id.encode()
 
 
+def error_answer(request_id: str | None, message: str) -> bytes:
+    """An error body, the same for both request paths: what says what was wrong, and the id."""
+    answer = {"error": message, "request_id": request_id, "status": "error"}
+    return (json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
 # -- "is it a JSON object" -----------------------------------------------------------------------
 
 

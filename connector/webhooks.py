@@ -24,6 +24,7 @@ from connector.ingest import (
     Receiver,
     accepted_answer,
     envelope,
+    error_answer,
     event_ids,
     is_json_mimetype,
     new_request_id,
@@ -60,7 +61,7 @@ def _receiver() -> Receiver:
 
 
 @bp.post("/webhooks/flavours/<any(" + ", ".join(TOPICS) + "):topic>")
-def receive_webhook(topic: str) -> Response | tuple[Response, int]:
+def receive_webhook(topic: str) -> Response:
     """Authenticate, validate transport, land durably, then acknowledge with 202."""
     receiver = _receiver()
     settings = receiver.settings
@@ -130,7 +131,7 @@ def _envelope(topic: str, raw: bytes, payload_json: str | None = None, **extra: 
     return envelope(request.environ, g.request_id, g.received_at, topic, raw, payload_json, **extra)
 
 
-def _reject(topic: str, body: bytes, status: int, reason: str) -> tuple[Response, int]:
+def _reject(topic: str, body: bytes, status: int, reason: str) -> Response:
     """Keep an authenticated body that failed transport validation, then answer ``status``."""
     try:
         kept = {"body": body.decode("utf-8")}
@@ -198,12 +199,14 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
-def _error(status: int, message: str) -> tuple[Response, int]:
+def _error(status: int, message: str) -> Response:
     g.error = message
-    return jsonify(status="error", error=message, request_id=g.get("request_id")), status
+    return Response(
+        error_answer(g.get("request_id"), message), status=status, mimetype="application/json"
+    )
 
 
-def _http_error(exc: HTTPException) -> tuple[Response, int]:
+def _http_error(exc: HTTPException) -> Response:
     """Framework errors (404, 405, 413, ...) as JSON bodies that say what was wrong."""
     messages = {
         404: "no such endpoint: webhooks go to /webhooks/flavours/<topic> with topic one of "

@@ -89,6 +89,25 @@ def test_accepted_webhooks_land_the_same_envelope_on_both_paths(tmp_path, exampl
     assert list(hot_envelope["headers"]) == list(flask_envelope["headers"])
 
 
+def test_a_failing_landing_store_gets_the_same_503_on_both_paths(tmp_path, example_body):
+    # A file where the landing folder should be: no user (root included) can write below it.
+    blocked = tmp_path / "landing"
+    blocked.write_text("not a folder")
+    hot = post(make_app(blocked).test_client(), example_body, {}, {})
+    via_flask = post(flask_only(make_app(blocked)).test_client(), example_body, {}, {})
+
+    assert hot.status_code == via_flask.status_code == 503
+    assert hot.json.keys() == via_flask.json.keys() == {"error", "request_id", "status"}
+    for answer in (hot, via_flask):
+        assert answer.json["status"] == "error"
+        assert answer.json["error"].startswith("landing store unavailable, retry later: ")
+        # the same encoding on both paths: sorted keys, compact, a newline
+        compact = json.dumps(answer.json, sort_keys=True, separators=(",", ":")) + "\n"
+        assert answer.data == compact.encode()
+        assert answer.headers["Content-Type"] == "application/json"
+        assert answer.headers["X-Request-Id"] == answer.json["request_id"]
+
+
 def test_accepted_webhooks_never_reach_the_flask_route(landing_dir, example_body):
     app = make_app(landing_dir, webhook_hmac_secret=HMAC_SECRET)
 
