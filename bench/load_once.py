@@ -5,14 +5,13 @@ seconds (from its materialization metadata) and the load summary.
 """
 
 import dataclasses
-import gc
 import json
 import sys
 import time
 from pathlib import Path
 
 from connector.settings import Settings
-from pipelines.run import run_load
+from pipelines.run import collector_off_until_exit, run_load
 
 
 def peak_rss_mib() -> float:
@@ -25,9 +24,15 @@ def peak_rss_mib() -> float:
 
 
 def main() -> None:
+    with collector_off_until_exit():  # as `flavours load` does
+        report = measured_load()
+        print(json.dumps(report))
+        sys.stdout.flush()
+
+
+def measured_load() -> dict:
     settings = Settings()
     started = time.perf_counter()
-    gc.freeze()  # as `flavours load` does
     result, summary = run_load(settings)
     wall = time.perf_counter() - started
     models = {}
@@ -48,9 +53,7 @@ def main() -> None:
         "peak_mib": peak_rss_mib(),
         "summary": dataclasses.asdict(summary),
     }
-    print(json.dumps(report))
-    sys.stdout.flush()
-    gc.freeze()  # as `flavours load` does: no full collection at exit
+    return report
 
 
 if __name__ == "__main__":

@@ -153,12 +153,16 @@ def _decoded(line: bytes) -> str:
         return INVALID_UTF8_MARK + line.decode("utf-8", errors="replace")
 
 
-def landed_lines_table(store: LandingStore, objects: Sequence[LandedObject]) -> pa.Table:
-    """``(topic, landing_file, line_no, line)`` for every line of ``objects``."""
+def landed_lines_table(
+    store: LandingStore, objects: Sequence[LandedObject]
+) -> tuple[pa.Table, dict[str, int]]:
+    """``(topic, landing_file, line_no, line)`` for every line of ``objects``, and how many lines
+    each object has (0 for an empty one)."""
     pieces = []
+    line_counts = {}
     for obj in objects:
         lines = split_lines(store.read_object(obj.key))
-        count = len(lines)
+        count = line_counts[obj.key] = len(lines)
         pieces.append(
             pa.table(
                 {
@@ -170,7 +174,8 @@ def landed_lines_table(store: LandingStore, objects: Sequence[LandedObject]) -> 
                 schema=LINES_SCHEMA,
             )
         )
-    return pa.concat_tables(pieces) if pieces else LINES_SCHEMA.empty_table()
+    table = pa.concat_tables(pieces) if pieces else LINES_SCHEMA.empty_table()
+    return table, line_counts
 
 
 def parse_lines(landed_lines: pa.Table) -> ParsedChunk:
@@ -217,13 +222,18 @@ def chunk_objects(
         yield chunk
 
 
-ReadChunk = tuple[list[LandedObject], pa.Table, ParsedChunk]
+@dataclass
+class ReadChunk:
+    """One chunk of landed objects, read and parsed: the lines of each object, and the tables."""
+
+    line_counts: dict[str, int]
+    parsed: ParsedChunk
 
 
 def read_and_parse(store: LandingStore, chunk: list[LandedObject]) -> ReadChunk:
-    """Read one chunk of objects and parse its lines."""
-    lines = landed_lines_table(store, chunk)
-    return chunk, lines, parse_lines(lines)
+    """Read one chunk of objects and parse its lines (the lines themselves are not kept)."""
+    lines, line_counts = landed_lines_table(store, chunk)
+    return ReadChunk(line_counts, parse_lines(lines))
 
 
 def read_ahead(
@@ -266,16 +276,15 @@ def flavours_landing(
             yield parse_lines(LINES_SCHEMA.empty_table())
             return
         store = LandingStore(landing_url or "", compression)
-        for chunk, lines, parsed in read_ahead(store, objects):
-            counts = pc.value_counts(lines["landing_file"]).to_pylist()
-            tally.lines.update({c["values"]: c["counts"] for c in counts})
-            tally.lines.update({obj.key: 0 for obj in chunk if obj.key not in tally.lines})
+        for chunk in read_ahead(store, objects):
+            parsed = chunk.parsed
+            tally.lines.update(chunk.line_counts)
             tally.events += parsed.customer_events.num_rows
             tally.rejected += parsed.customer_events_rejected.num_rows
             tally.delivery_errors += parsed.delivery_errors.num_rows
             log.info(
                 "parsed landed objects",
-                extra={"objects": len(chunk), "lines": lines.num_rows},
+                extra={"objects": len(chunk.line_counts), "lines": sum(chunk.line_counts.values())},
             )
             yield parsed
 

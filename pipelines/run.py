@@ -4,7 +4,10 @@ Runs are recorded in ``$DAGSTER_HOME`` when it is set (so ``dagster dev`` shows 
 a throwaway instance.
 """
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from dagster import DagsterInstance, ExecuteInProcessResult
@@ -48,6 +51,20 @@ class LoadSummary:
                 else "FAILED: " + ", ".join(self.checks_failed)
             ),
         ]
+
+
+@contextmanager
+def collector_off_until_exit() -> Iterator[None]:
+    """For a process that runs one load and then exits (``flavours load``, the benchmark).
+
+    Dagster and dlt import a great many objects that live until exit. Frozen, the cyclic
+    garbage collector leaves them alone during the run, and after the block it skips everything
+    at exit, where its last full pass took ~0.7 s (measured on the 1M-event benchmark, with
+    ~0.8 s more during the run). Not for long-lived processes: frozen objects are never freed.
+    """
+    gc.freeze()
+    yield
+    gc.freeze()
 
 
 def run_load(

@@ -20,13 +20,14 @@ def test_read_ahead_yields_every_chunk_once_in_listing_order(tmp_path, workers):
     # chunk_bytes=1: every object is a chunk of its own, so several are parsed at once
     chunks = list(read_ahead(store, objects, workers=workers, chunk_bytes=1))
 
-    assert [chunk for chunk, _, _ in chunks] == [[obj] for obj in objects]
-    for (obj,), lines, parsed in chunks:
-        assert set(lines["landing_file"].to_pylist()) == {obj.key}
-        events = parsed.customer_events
-        assert set(events["landing_file"].to_pylist()) == {obj.key}
-        assert events["line_no"].to_pylist() == list(range(1, events.num_rows + 1))
-    xids = [xid for _, _, parsed in chunks for xid in parsed.customer_events["xid"].to_pylist()]
+    assert [list(chunk.line_counts) for chunk in chunks] == [[obj.key] for obj in objects]
+    for chunk, n in zip(chunks, range(7), strict=True):
+        [(key, lines)] = chunk.line_counts.items()
+        assert lines == n + 1
+        events = chunk.parsed.customer_events
+        assert set(events["landing_file"].to_pylist()) == {key}
+        assert events["line_no"].to_pylist() == list(range(1, lines + 1))
+    xids = [xid for chunk in chunks for xid in chunk.parsed.customer_events["xid"].to_pylist()]
     assert sorted(xids) == sorted(f"x-{n}-{i}" for n in range(7) for i in range(n + 1))
 
 
