@@ -62,8 +62,14 @@ def test_documented_example_loads_into_raw_customer_events(settings, store):
     assert not [p for p in Path(settings.dlt_dir).rglob("*") if p.suffix == ".parquet"]
 
 
-def test_raw_text_is_stored_zstd_compressed_and_model_tables_keep_duckdb_defaults(settings, store):
-    land(store, [envelope(customer_event(f"c-{i}", xid=f"x-{i}")) for i in range(50)])
+def test_raw_text_and_the_models_unique_text_columns_are_zstd_the_rest_keep_defaults(
+    settings, store
+):
+    events = [
+        customer_event(f"c-{i}", xid=f"x-{i}", name=f"Customer {i}", lang=("en", "ar")[i % 2])
+        for i in range(50)
+    ]
+    land(store, [envelope(event) for event in events])
 
     load(settings)
 
@@ -77,8 +83,19 @@ def test_raw_text_is_stored_zstd_compressed_and_model_tables_keep_duckdb_default
 
     assert compressions("raw.customer_events", "payload") == {"ZSTD"}
     assert compressions("raw.customer_events", "request_id") == {"ZSTD"}
-    # dlt's database instance is closed after the load: the models do not inherit its setting
-    assert "ZSTD" not in compressions("staging.stg_customer_events", "name")
+    # identifiers and free text of the models: zstd, chosen per column in the models' DDL
+    for table, column in [
+        ("staging.stg_customer_events", "xid"),
+        ("staging.stg_customer_events", "name"),
+        ("analytics.dim_customer", "customer_sk"),
+        ("analytics.dim_customer", "name"),
+    ]:
+        assert compressions(table, column) == {"ZSTD"}, (table, column)
+    # dlt's database instance is closed after the load: the models' other columns do not inherit
+    # its setting
+    lang = compressions("staging.stg_customer_events", "lang")
+    assert lang
+    assert "ZSTD" not in lang
 
 
 def test_delivery_error_webhooks_load_into_raw_delivery_errors(settings, store):

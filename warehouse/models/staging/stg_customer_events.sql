@@ -53,17 +53,21 @@ select distinct customer_id
 from meta.stg_customer_events_changes
 where batch_id > after_batch and batch_id <= upto_batch;
 
+-- Identifiers and free text (xid, customer_id, user_id, name, email, phone) are close to unique
+-- per row: DuckDB's dictionary and FSST analysis barely shrinks them and costs more CPU than zstd
+-- (measured on 1M events: writing this table 4.3 -> 3.2 CPU-s, 70 -> 80 MiB). The other columns
+-- keep DuckDB's own choice.
 create table if not exists staging.stg_customer_events (
-    xid varchar not null,
-    customer_id varchar not null,
+    xid varchar using compression zstd not null,
+    customer_id varchar using compression zstd not null,
     action varchar not null,
     event_ts timestamptz not null,
-    user_id varchar,
-    name varchar,
+    user_id varchar using compression zstd,
+    name varchar using compression zstd,
     username varchar,
-    email varchar,
+    email varchar using compression zstd,
     phone_prefix varchar,
-    phone varchar,
+    phone varchar using compression zstd,
     lang varchar,
     role varchar,
     is_active boolean,
