@@ -21,6 +21,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     TableColumn,
+    TableRecord,
     TableSchema,
     asset,
 )
@@ -43,6 +44,7 @@ from pipelines.resources import FlavoursSettings
 from warehouse import runner
 
 PREVIEW_ROWS = 10
+VARCHAR = duckdb.sqltype("VARCHAR")
 
 landing_assets = [
     AssetSpec(
@@ -201,17 +203,29 @@ model_assets = [
 
 
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]:
-    """Row count, column schema and a markdown preview of ``table``."""
+    """Row count, column schema and a preview (the first rows, as a Dagster table) of ``table``.
+
+    The preview's values are text, so that every DuckDB type shows as DuckDB prints it.
+    """
     relation = con.table(table)
     ((rows,),) = relation.count("*").fetchall()
     columns = [
         TableColumn(name=name, type=str(dtype))
         for name, dtype in zip(relation.columns, relation.dtypes, strict=True)
     ]
-    preview = relation.limit(PREVIEW_ROWS).df()
+    as_text = relation.select(
+        *(duckdb.ColumnExpression(name).cast(VARCHAR).alias(name) for name in relation.columns)
+    )
+    preview = [
+        TableRecord(dict(zip(relation.columns, values, strict=True)))
+        for values in as_text.limit(PREVIEW_ROWS).fetchall()
+    ]
     return {
         "dagster/row_count": rows,
         "dagster/table_name": table,
         "dagster/column_schema": TableSchema(columns=columns),
-        "preview": MetadataValue.md(preview.to_markdown(index=False) if rows else "(empty)"),
+        "preview": MetadataValue.table(
+            records=preview,
+            schema=TableSchema(columns=[TableColumn(name=c.name, type="string") for c in columns]),
+        ),
     }

@@ -15,6 +15,7 @@ from connector.landing import LandingStore
 from connector.settings import Settings
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
+from pipelines.run import run_load
 from tests.conftest import VENV_BIN, stop_process
 from tests.landing_helpers import EXAMPLE, customer_event, days_ago, envelope, land
 from tests.pipelines.conftest import load, query
@@ -60,6 +61,43 @@ def test_documented_example_loads_into_raw_customer_events(settings, store):
     assert summary.raw_events == 1
     # dlt's load package (a parquet copy of the events) does not outlive the load
     assert not [p for p in Path(settings.dlt_dir).rglob("*") if p.suffix == ".parquet"]
+
+
+def test_every_materialization_reports_its_row_count_columns_and_a_preview(settings, store):
+    land(store, [envelope(EXAMPLE), envelope(customer_event("c-2"))])
+
+    result, _ = run_load(settings)
+
+    metadata = {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    tables = {
+        "raw/customer_events": "raw.customer_events",
+        "raw/customer_events_rejected": "raw.customer_events_rejected",
+        "staging/stg_customer_events": "staging.stg_customer_events",
+        "analytics/dim_customer": "analytics.dim_customer",
+        "analytics/dim_customer_current": "analytics.dim_customer_current",
+    }
+    for asset, table in tables.items():
+        entries = metadata[asset]
+        columns = [row[0] for row in query(settings, f"describe {table}")]
+        ((rows,),) = query(settings, f"select count(*) from {table}")  # noqa: S608
+        assert entries["dagster/row_count"].value == rows, asset
+        assert [c.name for c in entries["dagster/column_schema"].schema.columns] == columns
+        records = entries["preview"].records
+        assert len(records) == rows, asset
+        assert all(list(record.data) == columns for record in records), asset
+    customer_ids = {
+        r.data["customer_id"] for r in metadata["analytics/dim_customer"]["preview"].records
+    }
+    assert customer_ids == {EXAMPLE["data"]["id"], "c-2"}
+    (example,) = [
+        r.data
+        for r in metadata["raw/customer_events"]["preview"].records
+        if r.data["xid"] == EXAMPLE["xid"]
+    ]
+    assert json.loads(example["payload"]) == EXAMPLE
 
 
 def test_raw_text_and_the_models_unique_text_columns_are_zstd_the_rest_keep_defaults(
