@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ from connector.landing import LandingStore
 from connector.settings import Settings
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
-from pipelines.run import run_load
+from pipelines.run import RARE_COLLECTION_THRESHOLD, collector_off_until_exit, run_load
 from tests.conftest import VENV_BIN, stop_process
 from tests.landing_helpers import EXAMPLE, customer_event, days_ago, envelope, land
 from tests.pipelines.conftest import load, query
@@ -409,3 +410,16 @@ def test_a_line_with_invalid_utf8_is_rejected_and_its_neighbours_load(settings, 
     assert "not valid JSON" in reason
     assert line.startswith("<invalid UTF-8> ")
     assert "c-damaged" in line
+
+
+def test_a_one_shot_load_freezes_the_heap_and_collects_rarely_until_it_exits():
+    before = gc.get_threshold()
+    try:
+        with collector_off_until_exit():
+            assert gc.get_freeze_count() > 0  # what was imported is left alone
+            assert gc.get_threshold()[0] == RARE_COLLECTION_THRESHOLD
+            assert gc.isenabled()  # cyclic garbage of the run is still collected
+        assert gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
