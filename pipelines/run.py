@@ -67,8 +67,9 @@ def collector_off_until_exit() -> Iterator[None]:
     at exit, where its last full pass took ~0.7 s. During the block it still runs, but rarely:
     with the default threshold it ran ~800 times per million events, and the load as a whole
     took ~1.9 s longer than with ~10 runs (5 alternating pairs; the passes themselves took
-    0.5 s, the rest is the GIL they hold while the parse workers wait). Peak memory did not
-    change: DuckDB's and Arrow's buffers are freed by reference counting, not by the collector.
+    only 0.5 s, so most of the cost is indirect, probably the GIL they hold while the parse
+    workers wait). Peak memory did not change: DuckDB's and Arrow's buffers are freed by
+    reference counting, not by the collector.
     Not for long-lived processes: frozen objects are never freed.
     """
     thresholds = gc.get_threshold()
