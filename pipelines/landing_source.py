@@ -10,6 +10,7 @@ time. One parse feeds three tables: ``customer_events``, ``customer_events_rejec
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -178,15 +179,28 @@ def landed_lines_table(
     return table, line_counts
 
 
-def parse_lines(landed_lines: pa.Table) -> ParsedChunk:
-    """Parse envelope lines with DuckDB into the three raw tables."""
+def parse_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection to run the parse SQL on (time zone UTC)."""
     con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    return con
+
+
+def parse_lines(
+    landed_lines: pa.Table, con: duckdb.DuckDBPyConnection | None = None
+) -> ParsedChunk:
+    """Parse envelope lines with DuckDB into the three raw tables (on ``con`` when given)."""
+    own = con is None
+    con = parse_connection() if con is None else con
     try:
-        con.execute("set TimeZone = 'UTC'")
         con.register("landed_lines", landed_lines)
-        parsed = con.sql(PARSE_SQL).to_arrow_table()
+        try:
+            parsed = con.sql(PARSE_SQL).to_arrow_table()
+        finally:
+            con.unregister("landed_lines")
     finally:
-        con.close()
+        if own:
+            con.close()
     valid = pc.is_null(parsed["reject_reason"])
     is_customer = pc.equal(parsed["topic"], "customers")
     if pc.all(pc.and_(valid, is_customer)).as_py() is not False:
@@ -230,10 +244,41 @@ class ReadChunk:
     parsed: ParsedChunk
 
 
-def read_and_parse(store: LandingStore, chunk: list[LandedObject]) -> ReadChunk:
-    """Read one chunk of objects and parse its lines (the lines themselves are not kept)."""
+class WorkerConnections:
+    """One parse connection per worker thread, kept for every chunk that thread parses.
+
+    A new in-memory database per chunk mapped and unmapped its memory each time. Reusing one per
+    thread took ~0.5 s less system CPU per million lines, and extract 6.54 -> 6.20 s (four
+    alternating pairs, each faster). ``close`` closes them all once the workers are done.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._opened: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> duckdb.DuckDBPyConnection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = parse_connection()
+            with self._lock:
+                self._opened.append(con)
+        return con
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for con in opened:
+            con.close()
+
+
+def read_and_parse(
+    store: LandingStore, chunk: list[LandedObject], connections: WorkerConnections
+) -> ReadChunk:
+    """Read one chunk of objects and parse its lines on this thread's connection (the lines
+    themselves are not kept)."""
     lines, line_counts = landed_lines_table(store, chunk)
-    return ReadChunk(line_counts, parse_lines(lines))
+    return ReadChunk(line_counts, parse_lines(lines, connections.get()))
 
 
 def read_ahead(
@@ -248,14 +293,18 @@ def read_ahead(
     the GIL, so the two cores overlap them. At most ``workers + 1`` chunks are held at once:
     the one dlt is writing and one per worker, parsed or being parsed.
     """
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flavours-parse") as pool:
-        pending: deque[Future[ReadChunk]] = deque()
-        for chunk in chunk_objects(store, objects, chunk_bytes):
-            pending.append(pool.submit(read_and_parse, store, chunk))
-            if len(pending) > workers:
+    connections = WorkerConnections()
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flavours-parse") as pool:
+            pending: deque[Future[ReadChunk]] = deque()
+            for chunk in chunk_objects(store, objects, chunk_bytes):
+                pending.append(pool.submit(read_and_parse, store, chunk, connections))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    finally:
+        connections.close()
 
 
 @dlt.source(name="flavours", max_table_nesting=0)

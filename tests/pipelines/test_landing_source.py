@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import duckdb
 import pyarrow as pa
 import pytest
 
 from connector.landing import LandingStore
-from pipelines.landing_source import LINES_SCHEMA, parse_lines, read_ahead
+from pipelines import landing_source
+from pipelines.landing_source import LINES_SCHEMA, parse_connection, parse_lines, read_ahead
 from tests.landing_helpers import customer_event, envelope, land
 
 
@@ -29,6 +31,27 @@ def test_read_ahead_yields_every_chunk_once_in_listing_order(tmp_path, workers):
         assert events["line_no"].to_pylist() == list(range(1, lines + 1))
     xids = [xid for chunk in chunks for xid in chunk.parsed.customer_events["xid"].to_pylist()]
     assert sorted(xids) == sorted(f"x-{n}-{i}" for n in range(7) for i in range(n + 1))
+
+
+def test_each_parse_worker_reuses_one_connection_and_all_are_closed(tmp_path, monkeypatch):
+    store = LandingStore(str(tmp_path))
+    for n in range(6):
+        land(store, [envelope(customer_event(f"c-{n}", xid=f"x-{n}"))])
+    opened = []
+
+    def counted_connection():
+        opened.append(parse_connection())
+        return opened[-1]
+
+    monkeypatch.setattr(landing_source, "parse_connection", counted_connection)
+
+    chunks = list(read_ahead(store, store.list_objects("customers"), workers=2, chunk_bytes=1))
+
+    assert len(chunks) == 6
+    assert 1 <= len(opened) <= 2  # one per worker thread, not one per chunk
+    for con in opened:
+        with pytest.raises(duckdb.ConnectionException):
+            con.execute("select 1")
 
 
 @pytest.mark.parametrize(
