@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from connector.settings import Settings
-from pipelines.run import collector_off_until_exit, run_load
+from pipelines.run import one_shot_collector, run_load
 
 
 def peak_rss_mib() -> float:
@@ -24,7 +24,7 @@ def peak_rss_mib() -> float:
 
 
 def main() -> None:
-    with collector_off_until_exit():  # as `flavours load` does
+    with one_shot_collector():  # as `flavours load` does
         report = measured_load()
         print(json.dumps(report))
         sys.stdout.flush()

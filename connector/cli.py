@@ -85,11 +85,11 @@ def serve(
 )
 def load(full_refresh: bool) -> None:
     """Load new landed objects and update the customer models, once, in process."""
-    from pipelines.run import collector_off_until_exit, run_load
+    from pipelines.run import one_shot_collector, run_load
 
     settings = load_settings()
     click.echo(f"loading {settings.landing_url} into {settings.warehouse}", err=True)
-    with collector_off_until_exit():
+    with one_shot_collector():
         _, summary = run_load(settings, full_refresh=full_refresh)
         for line in summary.lines():
             click.echo(line)

@@ -59,18 +59,17 @@ RARE_COLLECTION_THRESHOLD = 50_000
 
 
 @contextmanager
-def collector_off_until_exit() -> Iterator[None]:
-    """For a process that runs one load and then exits (``flavours load``, the benchmark).
+def one_shot_collector() -> Iterator[None]:
+    """The garbage collector for a process that runs one load and then exits (``flavours load``,
+    the benchmark). Not for long-lived processes: frozen objects are never freed.
 
-    Dagster and dlt import a great many objects that live until exit. Frozen, the cyclic
-    garbage collector leaves them alone during the run, and after the block it skips everything
-    at exit, where its last full pass took ~0.7 s. During the block it still runs, but rarely:
-    with the default threshold it ran ~800 times per million events, and the load as a whole
-    took ~1.9 s longer than with ~10 runs (5 alternating pairs; the passes themselves took
-    only 0.5 s, so most of the cost is indirect, probably the GIL they hold while the parse
-    workers wait). Peak memory did not change: DuckDB's and Arrow's buffers are freed by
-    reference counting, not by the collector.
-    Not for long-lived processes: frozen objects are never freed.
+    Dagster and dlt import a great many objects that live until exit. Frozen, they are left
+    alone during the run, and at exit the collector skips them (its last full pass took
+    ~0.7 s). During the block it collects the run's own garbage, but rarely: with Python's
+    default threshold it ran ~800 times per million events, and the run took ~1.9 s longer
+    than with ~10 (5 alternating runs each). The passes themselves took only 0.5 s; the rest
+    is indirect, probably the GIL they hold while the parse workers wait. Peak memory did not
+    change: DuckDB's and Arrow's buffers are freed by reference counting.
     """
     thresholds = gc.get_threshold()
     gc.freeze()

@@ -16,7 +16,7 @@ from connector.landing import LandingStore
 from connector.settings import Settings
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
-from pipelines.run import RARE_COLLECTION_THRESHOLD, collector_off_until_exit, run_load
+from pipelines.run import RARE_COLLECTION_THRESHOLD, one_shot_collector, run_load
 from tests.conftest import VENV_BIN, stop_process
 from tests.landing_helpers import EXAMPLE, customer_event, days_ago, envelope, land
 from tests.pipelines.conftest import load, query
@@ -73,15 +73,15 @@ def test_every_materialization_reports_its_row_count_columns_and_a_preview(setti
         event.asset_key.to_user_string(): event.materialization.metadata
         for event in result.get_asset_materialization_events()
     }
-    tables = {
-        "raw/customer_events": "raw.customer_events",
-        "raw/customer_events_rejected": "raw.customer_events_rejected",
-        "staging/stg_customer_events": "staging.stg_customer_events",
-        "analytics/dim_customer": "analytics.dim_customer",
-        "analytics/dim_customer_current": "analytics.dim_customer_current",
-    }
-    for asset, table in tables.items():
+    for asset in [
+        "raw/customer_events",
+        "raw/customer_events_rejected",
+        "staging/stg_customer_events",
+        "analytics/dim_customer",
+        "analytics/dim_customer_current",
+    ]:
         entries = metadata[asset]
+        table = asset.replace("/", ".")
         columns = [row[0] for row in query(settings, f"describe {table}")]
         ((rows,),) = query(settings, f"select count(*) from {table}")  # noqa: S608
         assert entries["dagster/row_count"].value == rows, asset
@@ -415,7 +415,7 @@ def test_a_line_with_invalid_utf8_is_rejected_and_its_neighbours_load(settings, 
 def test_a_one_shot_load_freezes_the_heap_and_collects_rarely_until_it_exits():
     before = gc.get_threshold()
     try:
-        with collector_off_until_exit():
+        with one_shot_collector():
             assert gc.get_freeze_count() > 0  # what was imported is left alone
             assert gc.get_threshold()[0] == RARE_COLLECTION_THRESHOLD
             assert gc.isenabled()  # cyclic garbage of the run is still collected
