@@ -109,7 +109,8 @@ def raw_tables(
         )
         results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
         loaded = time.perf_counter()
-        record_manifest(pipeline, objects, tally)
+        load_id = pipeline.last_trace.last_load_info.loads_ids[-1]
+        record_manifest(pipeline, objects, tally, load_id)
         context.log.info(
             f"loaded {sum(tally.lines.values()):,} lines: listing and cleanup "
             f"{listed - started:.1f} s, dlt run {loaded - listed:.1f} s, manifest "

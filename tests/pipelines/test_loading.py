@@ -228,6 +228,35 @@ def test_each_object_is_loaded_exactly_once_across_runs(settings, store):
     ]
 
 
+def test_manifest_lists_each_object_once_with_the_load_that_committed_its_rows(settings, store):
+    first = land(store, [envelope(customer_event("c1")), envelope(customer_event("c2"))])
+    errors = land(store, [envelope({"code": 500, "endpoint": "x", "message": "m"})], "errors")
+    load(settings)
+    late = land(store, [envelope(customer_event("c3")), b"{torn"])
+    load(settings)
+    load(settings)
+
+    manifest = query(
+        settings,
+        "select landing_file, topic, bytes, lines, _dlt_load_id from raw.landed_objects "
+        "order by landing_file",
+    )
+    sizes = {
+        obj.key: obj.size for topic in ("customers", "errors") for obj in store.list_objects(topic)
+    }
+    assert [row[:4] for row in manifest] == [
+        (first, "customers", sizes[first], 2),
+        (late, "customers", sizes[late], 2),
+        (errors, "errors", sizes[errors], 1),
+    ]
+    committed_by = dict(
+        query(settings, "select distinct landing_file, _dlt_load_id from raw.customer_events")
+        + query(settings, "select distinct landing_file, _dlt_load_id from raw.delivery_errors")
+    )
+    assert {row[0]: row[4] for row in manifest} == committed_by
+    assert committed_by[first] == committed_by[errors] != committed_by[late]
+
+
 def test_duplicate_deliveries_are_kept_in_raw(settings, store):
     event = customer_event("c1")
     land(store, [envelope(event), envelope(event)])
