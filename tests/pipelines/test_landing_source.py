@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import mmap
+
 import duckdb
 import pyarrow as pa
 import pytest
 
 from connector.landing import LandingStore
 from pipelines import landing_source
-from pipelines.landing_source import LINES_SCHEMA, parse_connection, parse_lines, read_ahead
+from pipelines.landing_source import (
+    LINES_SCHEMA,
+    parse_connection,
+    parse_lines,
+    read_ahead,
+    split_lines,
+)
 from tests.landing_helpers import customer_event, envelope, land
 
 
@@ -87,3 +95,27 @@ def test_only_an_object_payload_makes_a_customer_event(payload_json, is_object):
     if not is_object:
         [reason] = parsed.customer_events_rejected["reject_reason"].to_pylist()
         assert reason == "envelope has no payload object"
+
+
+def test_plain_local_objects_are_mapped_and_split_like_the_bytes_read(tmp_path):
+    plain = LandingStore(str(tmp_path / "plain"))
+    gzipped = LandingStore(str(tmp_path / "gzip"), compression="gzip")
+    lines = [envelope(customer_event("c-1")), envelope(customer_event("c-2"))]
+    whole, gzip_key = land(plain, lines), land(gzipped, lines)
+    contents = {
+        "torn": b"".join(line + b"\n" for line in lines) + lines[0][:25],
+        "empty": b"",
+    }
+    keys = {name: whole.replace(".jsonl", f"{n}.jsonl") for n, name in enumerate(contents)}
+    for name, data in contents.items():
+        (tmp_path / "plain" / keys[name]).write_bytes(data)
+
+    assert isinstance(plain.map_object(whole), mmap.mmap)
+    assert split_lines(plain.map_object(whole)).to_pylist() == [
+        (line + b"\n").decode() for line in lines
+    ]
+    assert len(split_lines(plain.map_object(keys["torn"]))) == 3
+    assert plain.map_object(keys["empty"]) == b""
+    for key in (whole, *keys.values()):
+        assert split_lines(plain.map_object(key)).equals(split_lines(plain.read_object(key)))
+    assert gzipped.map_object(gzip_key) == b"".join(line + b"\n" for line in lines)
