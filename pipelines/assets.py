@@ -154,6 +154,14 @@ def _model_asset(name: str, schema: str, deps: list[AssetKey], description: str)
             if full_refresh:
                 context.log.warning("full refresh: dropping staging, analytics and meta state")
                 runner.drop_derived_state(con)
+            elif (
+                name == runner.MODELS[0]
+                and (built_by := runner.built_by_other_models_version(con)) is not None
+            ):
+                context.log.warning(
+                    f"the derived tables were built by models version {built_by}, these are "
+                    f"version {runner.MODELS_VERSION}: rebuilding staging and analytics from raw"
+                )
             result = runner.run_model(con, name)
             context.log.info(
                 f"{result.table}: {result.rows_written} rows written, {result.rows} rows, "

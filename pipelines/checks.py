@@ -29,7 +29,7 @@ STRUCTURAL_CHECKS = {
     "dim_customer_unique_customer_sk": (DIM_CUSTOMER, "customer_sk is unique"),
     "dim_customer_one_current_row_per_customer": (
         DIM_CUSTOMER,
-        "exactly one current row per customer, mirrored by dim_customer_current",
+        "exactly one current row per customer (the rows of dim_customer_current)",
     ),
     "dim_customer_contiguous_windows": (
         DIM_CUSTOMER,

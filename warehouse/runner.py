@@ -6,6 +6,9 @@ each script statement by statement inside one transaction (all or nothing), with
 time zone set to UTC. A check is one query, `warehouse/checks/<name>.sql`, that returns the
 offending rows; it passes when it returns none.
 
+The first model records `MODELS_VERSION` in meta.models_version; when it finds derived tables
+built by another version, it drops them first, so that they are rebuilt from raw.
+
 Reads no settings: callers pass an open DuckDB connection (`connect` opens one).
 """
 
@@ -40,6 +43,14 @@ CHECKS: tuple[str, ...] = (
 )
 
 RAW_TABLE = "raw.customer_events"
+
+MODELS_VERSION = 2
+"""The version of the models' tables. Bump it when a model changes in a way that its existing
+tables cannot follow incrementally (a table becomes a view, a derived value changes meaning):
+the first run on a warehouse built by another version rebuilds staging, analytics and meta from
+raw, which derives them completely. Version 2: analytics.dim_customer_current is a view."""
+
+DERIVED_SCHEMAS = ("staging", "analytics", "meta")
 
 _PARSED: dict[Path, tuple[duckdb.Statement, ...]] = {}
 
@@ -115,11 +126,12 @@ def run_model(con: duckdb.DuckDBPyConnection, name: str) -> ModelResult:
 def run_models(con: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> list[ModelResult]:
     """Run every model in order; `full_refresh` first drops staging, analytics and meta.
 
-    An incremental run commits model by model. A full refresh is one transaction: until it
-    commits, readers keep seeing the previous tables, and a failure leaves them as they were.
+    An incremental run commits model by model. A full refresh (asked for, or because another
+    models version built the derived tables) is one transaction: until it commits, readers keep
+    seeing the previous tables, and a failure leaves them as they were.
     """
     use_utc(con)
-    if not full_refresh:
+    if not full_refresh and built_by_other_models_version(con) is None:
         return [run_model(con, name) for name in MODELS]
     results = []
     with _transaction(con):
@@ -135,6 +147,24 @@ def drop_derived_state(con: duckdb.DuckDBPyConnection) -> None:
     """Drop staging, analytics and meta (never raw), so that the next run rebuilds everything."""
     with _transaction(con):
         _execute_script(con, FULL_REFRESH_SQL)
+
+
+def built_by_other_models_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The models version that built this warehouse's derived tables, when it is not
+    `MODELS_VERSION` (0: built before versions were recorded); None when they are current or
+    do not exist yet."""
+    ((derived, versioned),) = con.execute(
+        "select count(*), count(*) filter (where table_name = 'models_version') "
+        "from information_schema.tables "
+        "where table_catalog = current_database() and list_contains(?, table_schema)",
+        [list(DERIVED_SCHEMAS)],
+    ).fetchall()
+    if not derived:
+        return None
+    version = 0
+    if versioned:
+        ((version,),) = con.execute("select max(version) from meta.models_version").fetchall()
+    return None if version == MODELS_VERSION else version
 
 
 def run_check(con: duckdb.DuckDBPyConnection, name: str, sample_size: int = 5) -> CheckResult:
@@ -164,9 +194,16 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def _run_model_script(con: duckdb.DuckDBPyConnection, name: str) -> int:
-    if name == MODELS[0]:
-        _require_raw_events(con)
-    return _execute_script(con, model_path(name))
+    if name != MODELS[0]:
+        return _execute_script(con, model_path(name))
+    _require_raw_events(con)
+    if built_by_other_models_version(con) is not None:
+        _execute_script(con, FULL_REFRESH_SQL)
+    rows_written = _execute_script(con, model_path(name))
+    con.execute("create table if not exists meta.models_version (version integer not null)")
+    con.execute("delete from meta.models_version")
+    con.execute("insert into meta.models_version values (?)", [MODELS_VERSION])
+    return rows_written
 
 
 def _model_result(

@@ -46,8 +46,8 @@ def test_checks_pass_on_a_consistent_warehouse(built):
         ),
         (
             "dim_customer_one_current_row_per_customer",
-            "delete from analytics.dim_customer_current where customer_id = 'c2'",
-            {"customer_id": "c2", "rows_in_current_table": 0},
+            "update analytics.dim_customer set is_current = false where customer_id = 'c2'",
+            {"customer_id": "c2", "current_rows": 0},
         ),
         (
             "dim_customer_contiguous_windows",

@@ -35,7 +35,7 @@ def test_run_models_reports_each_model_with_its_table_and_rows(wh, customer_even
     assert [(r.name, r.table, r.rows, r.rows_written) for r in results] == [
         ("stg_customer_events", "staging.stg_customer_events", 2, 2),
         ("dim_customer", "analytics.dim_customer", 2, 2),
-        ("dim_customer_current", "analytics.dim_customer_current", 2, 2),
+        ("dim_customer_current", "analytics.dim_customer_current", 2, 0),  # a view
         ("rpt_customer_daily", "analytics.rpt_customer_daily", 1, 1),
     ]
     assert all(r.seconds > 0 for r in results)
@@ -101,3 +101,51 @@ def test_drop_derived_state_then_model_by_model_equals_incremental(wh, customer_
         warehouse.run_model(wh.con, name)
 
     assert wh.snapshot() == incremental
+
+
+@pytest.mark.parametrize("older_version", [0, 1])
+@pytest.mark.parametrize("model_by_model", [False, True])
+def test_tables_built_by_an_older_models_version_are_rebuilt_from_raw(
+    wh, customer_event, older_version, model_by_model
+):
+    wh.deliver([customer_event("c1", "CREATE", T0, name="A")])
+    wh.run()
+    # what version 1 left: dim_customer_current was a table (version 0 recorded no version)
+    wh.con.execute("drop view analytics.dim_customer_current")
+    wh.con.execute(
+        "create table analytics.dim_customer_current as "
+        "select * from analytics.dim_customer where is_current"
+    )
+    if older_version:
+        wh.con.execute("update meta.models_version set version = ?", [older_version])
+    else:
+        wh.con.execute("drop table meta.models_version")
+    assert runner.built_by_other_models_version(wh.con) == older_version
+    wh.deliver([customer_event("c1", "UPDATE", T0 + SECOND_MS, name="B")])
+
+    if model_by_model:
+        for name in warehouse.MODELS:
+            warehouse.run_model(wh.con, name)
+    else:
+        wh.run()
+
+    assert runner.built_by_other_models_version(wh.con) is None
+    assert wh.con.execute(
+        "select table_type from information_schema.tables where table_name = 'dim_customer_current'"
+    ).fetchall() == [("VIEW",)]
+    assert [row["name"] for row in wh.rows("analytics.dim_customer_current")] == ["B"]
+    upgraded = wh.snapshot()
+    wh.run(full_refresh=True)
+    assert wh.snapshot() == upgraded
+
+
+def test_a_new_warehouse_records_the_models_version(wh, customer_event):
+    assert runner.built_by_other_models_version(wh.con) is None  # nothing derived yet
+    wh.deliver([customer_event("c1")])
+
+    wh.run()
+
+    assert wh.con.execute("select version from meta.models_version").fetchall() == [
+        (runner.MODELS_VERSION,)
+    ]
+    assert runner.built_by_other_models_version(wh.con) is None

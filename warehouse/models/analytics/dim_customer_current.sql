@@ -2,34 +2,14 @@
 -- Grain: one row per customer: its current version, deleted customers included (is_deleted).
 -- Same columns as analytics.dim_customer.
 --
--- Incremental: replaces the rows of the customers that analytics.dim_customer recomputed since
--- this model's watermark (see staging.stg_customer_events), so the cost follows the new events.
+-- A view over analytics.dim_customer, not a copy: it can never disagree with the dimension and
+-- costs no run time or storage. A query reads only the columns it names, and is_current first
+-- (measured on 1M versions of 100,000 customers: a copied table cost every full load 1.3-1.6 s,
+-- of which 0.8 s was its single-threaded commit, and every incremental run ~0.3 s).
 
-create table if not exists analytics.dim_customer_current as
-select * from analytics.dim_customer
-limit 0;
-
-create or replace temp table dim_customer_current__changed_customers as
-select *
-from meta.customers_changed_between(
-    meta.batch_watermark('analytics.dim_customer_current'),
-    meta.batch_watermark('analytics.dim_customer')
-);
-
-insert or replace into meta.model_watermarks
-select
-    'analytics.dim_customer_current' as model,
-    meta.batch_watermark('analytics.dim_customer') as batch_id,
-    now() as updated_at;
-
-delete from analytics.dim_customer_current
-where customer_id in (select customer_id from dim_customer_current__changed_customers);
-
-insert into analytics.dim_customer_current
+create or replace view analytics.dim_customer_current as
 with customer_versions as (
-    select *
-    from analytics.dim_customer
-    semi join dim_customer_current__changed_customers using (customer_id)
+    select * from analytics.dim_customer
 ),
 
 final as (
@@ -39,5 +19,3 @@ final as (
 )
 
 select * from final;
-
-drop table dim_customer_current__changed_customers;
