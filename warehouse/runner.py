@@ -44,11 +44,12 @@ CHECKS: tuple[str, ...] = (
 
 RAW_TABLE = "raw.customer_events"
 
-MODELS_VERSION = 2
+MODELS_VERSION = 3
 """The version of the models' tables. Bump it when a model changes in a way that its existing
-tables cannot follow incrementally (a table becomes a view, a derived value changes meaning):
-the first run on a warehouse built by another version rebuilds staging, analytics and meta from
-raw, which derives them completely. Version 2: analytics.dim_customer_current is a view."""
+tables cannot follow incrementally (a table becomes a view, a column changes): the first run on
+a warehouse built by another version rebuilds staging, analytics and meta from raw, which
+derives them completely. Version 2: analytics.dim_customer_current is a view. Version 3:
+staging lists absent_attributes instead of a present_attributes struct."""
 
 DERIVED_SCHEMAS = ("staging", "analytics", "meta")
 

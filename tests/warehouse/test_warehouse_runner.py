@@ -103,19 +103,24 @@ def test_drop_derived_state_then_model_by_model_equals_incremental(wh, customer_
     assert wh.snapshot() == incremental
 
 
-@pytest.mark.parametrize("older_version", [0, 1])
+@pytest.mark.parametrize("older_version", [0, 1, 2])
 @pytest.mark.parametrize("model_by_model", [False, True])
 def test_tables_built_by_an_older_models_version_are_rebuilt_from_raw(
     wh, customer_event, older_version, model_by_model
 ):
     wh.deliver([customer_event("c1", "CREATE", T0, name="A")])
     wh.run()
-    # what version 1 left: dim_customer_current was a table (version 0 recorded no version)
-    wh.con.execute("drop view analytics.dim_customer_current")
-    wh.con.execute(
-        "create table analytics.dim_customer_current as "
-        "select * from analytics.dim_customer where is_current"
-    )
+    # what older versions left: staging had a present_attributes struct (up to version 2) and
+    # dim_customer_current was a table (up to version 1; version 0 recorded no version)
+    staging = "staging.stg_customer_events"
+    wh.con.execute(f"alter table {staging} drop column absent_attributes")
+    wh.con.execute(f"alter table {staging} add column present_attributes struct(name boolean)")
+    if older_version < 2:
+        wh.con.execute("drop view analytics.dim_customer_current")
+        wh.con.execute(
+            "create table analytics.dim_customer_current as "
+            "select * from analytics.dim_customer where is_current"
+        )
     if older_version:
         wh.con.execute("update meta.models_version set version = ?", [older_version])
     else:

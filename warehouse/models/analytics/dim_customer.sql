@@ -3,7 +3,7 @@
 --
 -- Events of a customer are ordered by (event_ts, CREATE < UPDATE < DELETE, xid). Each event's
 -- payload is applied on top of the state just before it: an attribute takes the value of the
--- latest event whose payload carried its key (staging's present_attributes), so an absent key
+-- latest event whose payload carried its key (staging's absent_attributes), so an absent key
 -- keeps the previous value and an explicit null clears it. The state after the last event of an
 -- instant is that instant's state; it becomes a new version only when an attribute (compared
 -- through attributes_hash) or the deleted state differs from the previous instant's. A DELETE
@@ -94,28 +94,7 @@ with events as not materialized (
 customers_with_absent_keys as (
     select distinct customer_id
     from events
-    where not (
-            present_attributes.user_id
-            and present_attributes.name
-            and present_attributes.username
-            and present_attributes.email
-            and present_attributes.phone_prefix
-            and present_attributes.phone
-            and present_attributes.lang
-            and present_attributes.role
-            and present_attributes.is_active
-            and present_attributes.gender
-            and present_attributes.customer_type
-            and present_attributes.tax_number
-            and present_attributes.crn
-            and present_attributes.zip_code
-            and present_attributes.city
-            and present_attributes.district
-            and present_attributes.street
-            and present_attributes.created_at
-            and present_attributes.email_verified_at
-            and present_attributes.phone_verified_at
-    )
+    where len(absent_attributes) > 0
 ),
 
 complete_states as (
@@ -159,29 +138,33 @@ carried as (
         action_rank,
         xid,
         action,
-        if(present_attributes.user_id, {'v': user_id}, null) as user_id,
-        if(present_attributes.name, {'v': name}, null) as name,
-        if(present_attributes.username, {'v': username}, null) as username,
-        if(present_attributes.email, {'v': email}, null) as email,
-        if(present_attributes.phone_prefix, {'v': phone_prefix}, null) as phone_prefix,
-        if(present_attributes.phone, {'v': phone}, null) as phone,
-        if(present_attributes.lang, {'v': lang}, null) as lang,
-        if(present_attributes.role, {'v': role}, null) as role,
-        if(present_attributes.is_active, {'v': is_active}, null) as is_active,
-        if(present_attributes.gender, {'v': gender}, null) as gender,
-        if(present_attributes.customer_type, {'v': customer_type}, null) as customer_type,
-        if(present_attributes.tax_number, {'v': tax_number}, null) as tax_number,
-        if(present_attributes.crn, {'v': crn}, null) as crn,
-        if(present_attributes.zip_code, {'v': zip_code}, null) as zip_code,
-        if(present_attributes.city, {'v': city}, null) as city,
-        if(present_attributes.district, {'v': district}, null) as district,
-        if(present_attributes.street, {'v': street}, null) as street,
-        if(present_attributes.created_at, {'v': created_at}, null) as created_at,
+        if(list_contains(absent_attributes, 'user_id'), null, {'v': user_id}) as user_id,
+        if(list_contains(absent_attributes, 'name'), null, {'v': name}) as name,
+        if(list_contains(absent_attributes, 'username'), null, {'v': username}) as username,
+        if(list_contains(absent_attributes, 'email'), null, {'v': email}) as email,
         if(
-            present_attributes.email_verified_at, {'v': email_verified_at}, null
+            list_contains(absent_attributes, 'phone_prefix'), null, {'v': phone_prefix}
+        ) as phone_prefix,
+        if(list_contains(absent_attributes, 'phone'), null, {'v': phone}) as phone,
+        if(list_contains(absent_attributes, 'lang'), null, {'v': lang}) as lang,
+        if(list_contains(absent_attributes, 'role'), null, {'v': role}) as role,
+        if(list_contains(absent_attributes, 'is_active'), null, {'v': is_active}) as is_active,
+        if(list_contains(absent_attributes, 'gender'), null, {'v': gender}) as gender,
+        if(
+            list_contains(absent_attributes, 'customer_type'), null, {'v': customer_type}
+        ) as customer_type,
+        if(list_contains(absent_attributes, 'tax_number'), null, {'v': tax_number}) as tax_number,
+        if(list_contains(absent_attributes, 'crn'), null, {'v': crn}) as crn,
+        if(list_contains(absent_attributes, 'zip_code'), null, {'v': zip_code}) as zip_code,
+        if(list_contains(absent_attributes, 'city'), null, {'v': city}) as city,
+        if(list_contains(absent_attributes, 'district'), null, {'v': district}) as district,
+        if(list_contains(absent_attributes, 'street'), null, {'v': street}) as street,
+        if(list_contains(absent_attributes, 'created_at'), null, {'v': created_at}) as created_at,
+        if(
+            list_contains(absent_attributes, 'email_verified_at'), null, {'v': email_verified_at}
         ) as email_verified_at,
         if(
-            present_attributes.phone_verified_at, {'v': phone_verified_at}, null
+            list_contains(absent_attributes, 'phone_verified_at'), null, {'v': phone_verified_at}
         ) as phone_verified_at
     from events
     semi join customers_with_absent_keys using (customer_id)
