@@ -65,42 +65,39 @@ with versions as (
     semi join rpt_customer_daily__changed_customers using (customer_id)
 ),
 
-version_starts as (
+-- what each version changes: its start day counts it as new, updated or deleted, and a live
+-- version counts as active from the day it starts until the day the next version replaces it
+changes as (
     select
         customer_id,
         start_day as day,
-        cast(bool_or(version = 1) as integer) as new_customers,
-        cast(bool_or(version > 1 and not is_deleted) as integer) as updated_customers,
-        cast(bool_or(is_deleted) as integer) as deleted_customers
+        version = 1 as is_new,
+        version > 1 and not is_deleted as is_update,
+        is_deleted,
+        if(is_deleted, 0, 1) as active_change
     from versions
-    group by customer_id, start_day
-),
-
--- a live version counts from the day it starts until the day the next version replaces it
-active_changes as (
-    select customer_id, day, sum(change) as active_change
-    from (
-        select customer_id, start_day as day, 1 as change
-        from versions
-        where not is_deleted
-        union all
-        select customer_id, end_day as day, -1 as change
-        from versions
-        where not is_deleted and end_day is not null
-    )
-    group by customer_id, day
+    union all
+    select
+        customer_id,
+        end_day as day,
+        false as is_new,
+        false as is_update,
+        false as is_deleted,
+        -1 as active_change
+    from versions
+    where not is_deleted and end_day is not null
 ),
 
 final as (
     select
         customer_id,
         day,
-        coalesce(version_starts.new_customers, 0) as new_customers,
-        coalesce(version_starts.updated_customers, 0) as updated_customers,
-        coalesce(version_starts.deleted_customers, 0) as deleted_customers,
-        cast(coalesce(active_changes.active_change, 0) as integer) as active_change
-    from version_starts
-    full join active_changes using (customer_id, day)
+        cast(bool_or(is_new) as integer) as new_customers,
+        cast(bool_or(is_update) as integer) as updated_customers,
+        cast(bool_or(is_deleted) as integer) as deleted_customers,
+        cast(sum(active_change) as integer) as active_change
+    from changes
+    group by customer_id, day
 )
 
 select * from final;
