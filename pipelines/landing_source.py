@@ -2,10 +2,10 @@
 
 Objects are read whole (local folder or S3, gzip or not, through ``LandingStore``; a plain local
 object is memory-mapped instead of copied), split into lines without copying (line offsets found
-with ``find``), parsed column-wise by DuckDB
-(``sql/parse_landed_lines.sql``) and handed to dlt as Arrow tables, a chunk of objects at a
-time. One parse feeds three tables: ``customer_events``, ``customer_events_rejected`` and
-``delivery_errors``. Nothing here goes row by row through Python dicts.
+with ``find``), parsed column-wise by DuckDB (``sql/parse_landed_lines.sql``) and handed to dlt
+as Arrow tables, a chunk of objects at a time. One parse feeds three tables:
+``customer_events``, ``customer_events_rejected`` and ``delivery_errors``. Nothing here goes row
+by row through Python dicts.
 """
 
 from __future__ import annotations

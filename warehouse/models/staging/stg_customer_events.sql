@@ -20,9 +20,9 @@
 -- usually none (an explicit null counts as present; a key under data.user is absent when
 -- data.user is absent or null). An empty list rather than a struct of 20 booleans: writing those
 -- took ~10 % of this model's insert. Values that have the wrong type become NULL but still count
--- as present: timestamps
--- are epoch milliseconds (an integer, or a string holding one); is_active is a JSON boolean
--- only, since a cast would read "yes" as true. data.user.fcm_token is never copied.
+-- as present: timestamps are epoch milliseconds (an integer, or a string holding one);
+-- is_active is a JSON boolean only, since a cast would read "yes" as true.
+-- data.user.fcm_token is never copied.
 
 create schema if not exists staging;
 
