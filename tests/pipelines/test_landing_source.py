@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import mmap
+import os
+import resource
 
 import duckdb
 import pyarrow as pa
 import pytest
 
-from connector.landing import LandingStore
+from connector.landing import MAP_MIN_BYTES, LandingStore
 from pipelines import landing_source
 from pipelines.landing_source import (
     LINES_SCHEMA,
@@ -97,10 +99,11 @@ def test_only_an_object_payload_makes_a_customer_event(payload_json, is_object):
         assert reason == "envelope has no payload object"
 
 
-def test_plain_local_objects_are_mapped_and_split_like_the_bytes_read(tmp_path):
+def test_large_plain_local_objects_are_mapped_and_split_like_the_bytes_read(tmp_path):
     plain = LandingStore(str(tmp_path / "plain"))
     gzipped = LandingStore(str(tmp_path / "gzip"), compression="gzip")
-    lines = [envelope(customer_event("c-1")), envelope(customer_event("c-2"))]
+    line = envelope(customer_event("c-1"))
+    lines = [line] * (MAP_MIN_BYTES // len(line) + 1)
     whole, gzip_key = land(plain, lines), land(gzipped, lines)
     contents = {
         "torn": b"".join(line + b"\n" for line in lines) + lines[0][:25],
@@ -111,11 +114,32 @@ def test_plain_local_objects_are_mapped_and_split_like_the_bytes_read(tmp_path):
         (tmp_path / "plain" / keys[name]).write_bytes(data)
 
     assert isinstance(plain.map_object(whole), mmap.mmap)
+    assert not isinstance(plain.map_object(land(plain, lines[:2])), mmap.mmap)
     assert split_lines(plain.map_object(whole)).to_pylist() == [
         (line + b"\n").decode() for line in lines
     ]
-    assert len(split_lines(plain.map_object(keys["torn"]))) == 3
+    assert len(split_lines(plain.map_object(keys["torn"]))) == len(lines) + 1
     assert plain.map_object(keys["empty"]) == b""
     for key in (whole, *keys.values()):
         assert split_lines(plain.map_object(key)).equals(split_lines(plain.read_object(key)))
     assert gzipped.map_object(gzip_key) == b"".join(line + b"\n" for line in lines)
+
+
+def test_a_chunk_of_many_small_objects_holds_no_file_open_per_object(tmp_path):
+    # At idle the receiver lands one small object per event, so one chunk can hold thousands
+    # of them: mapping each would keep a file descriptor (and a mapping) per object alive.
+    store = LandingStore(str(tmp_path))
+    for n in range(300):
+        land(store, [envelope(customer_event(f"c-{n}", xid=f"x-{n}"))])
+    objects = store.list_objects("customers")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_now = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 100, hard))
+    try:
+        (chunk,) = read_ahead(store, objects, workers=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert sorted(chunk.parsed.customer_events["xid"].to_pylist()) == sorted(
+        f"x-{n}" for n in range(300)
+    )
