@@ -60,8 +60,13 @@ def test_concurrent_webhooks_share_batches_and_all_land(receiver):
     ]
     landed = landed_lines(receiver.landing_url)
     assert sorted(e["payload"]["xid"] for e in landed) == sorted(e["xid"] for e in events)
-    objects = LandingStore(receiver.landing_url).list_objects("customers")
-    assert len(objects) < len(events) / 2, "group commit should share objects under load"
+    # Concurrent requests share objects. How many share one depends on the machine's moment
+    # (147-166 objects here when idle, up to 286 with both cores busy elsewhere), so the figure
+    # is bench_ingest's "events per object", not a bound here.
+    store = LandingStore(receiver.landing_url)
+    objects = store.list_objects("customers")
+    assert len(objects) < len(events), "group commit should share objects under load"
+    assert max(sum(1 for _ in store.iter_lines(obj.key)) for obj in objects) > 1
 
 
 def test_metrics_aggregate_every_worker(receiver):
