@@ -154,23 +154,28 @@ def _model_asset(name: str, schema: str, deps: list[AssetKey], description: str)
             if full_refresh:
                 context.log.warning("full refresh: dropping staging, analytics and meta state")
                 runner.drop_derived_state(con)
-            elif (
-                name == runner.MODELS[0]
-                and (built_by := runner.built_by_other_models_version(con)) is not None
-            ):
-                context.log.warning(
-                    f"the derived tables were built by models version {built_by}, these are "
-                    f"version {runner.MODELS_VERSION}: rebuilding staging and analytics from raw"
-                )
             result = runner.run_model(con, name)
+            if result.rebuilt_from_version is not None:
+                context.log.warning(
+                    f"staging, analytics and meta were built by models version "
+                    f"{result.rebuilt_from_version}, these are version {runner.MODELS_VERSION}: "
+                    f"dropped them and rebuilt {result.table} from raw; the analytics models "
+                    "rebuild in their own steps of this run"
+                )
             context.log.info(
                 f"{result.table}: {result.rows_written} rows written, {result.rows} rows, "
                 f"{result.seconds:.2f} s"
+            )
+            rebuilt = (
+                {}
+                if result.rebuilt_from_version is None
+                else {"rebuilt_from_models_version": result.rebuilt_from_version}
             )
             return MaterializeResult(
                 metadata={
                     "rows_written": result.rows_written,
                     "seconds": round(result.seconds, 3),
+                    **rebuilt,
                     **table_metadata(con, result.table),
                 }
             )

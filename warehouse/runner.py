@@ -7,7 +7,8 @@ time zone set to UTC. A check is one query, `warehouse/checks/<name>.sql`, that 
 offending rows; it passes when it returns none.
 
 The first model records `MODELS_VERSION` in meta.models_version; when it finds derived tables
-built by another version, it drops them first, so that they are rebuilt from raw.
+built by another version, it drops them first, so that they are rebuilt from raw, and its result
+says so (`ModelResult.rebuilt_from_version`).
 
 Reads no settings: callers pass an open DuckDB connection (`connect` opens one).
 """
@@ -52,6 +53,7 @@ derives them completely. Version 2: analytics.dim_customer_current is a view. Ve
 staging lists absent_attributes instead of a present_attributes struct."""
 
 DERIVED_SCHEMAS = ("staging", "analytics", "meta")
+"""The schemas the models derive from raw: the ones `maintenance/drop_derived_state.sql` drops."""
 
 _PARSED: dict[Path, tuple[duckdb.Statement, ...]] = {}
 
@@ -62,13 +64,16 @@ class MissingRawEventsError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelResult:
-    """What one model run did: its table, rows in it afterwards, rows its last insert wrote."""
+    """What one model run did: its table, rows in it afterwards, rows its last insert wrote, and
+    the models version whose derived tables it dropped to rebuild them from raw (None: it found
+    none to drop; only ever set on the first model)."""
 
     name: str
     table: str
     rows: int
     rows_written: int
     seconds: float
+    rebuilt_from_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,8 @@ def run_model(con: duckdb.DuckDBPyConnection, name: str) -> ModelResult:
     use_utc(con)
     started = time.perf_counter()
     with _transaction(con):
-        rows_written = _run_model_script(con, name)
-    return _model_result(con, name, rows_written, started)
+        rows_written, rebuilt_from = _run_model_script(con, name)
+    return _model_result(con, name, rows_written, started, rebuilt_from)
 
 
 def run_models(con: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> list[ModelResult]:
@@ -132,15 +137,17 @@ def run_models(con: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> li
     seeing the previous tables, and a failure leaves them as they were.
     """
     use_utc(con)
-    if not full_refresh and built_by_other_models_version(con) is None:
+    built_by = built_by_other_models_version(con)
+    if not full_refresh and built_by is None:
         return [run_model(con, name) for name in MODELS]
     results = []
     with _transaction(con):
         _execute_script(con, FULL_REFRESH_SQL)
         for name in MODELS:
             started = time.perf_counter()
-            rows_written = _run_model_script(con, name)
-            results.append(_model_result(con, name, rows_written, started))
+            rows_written, _ = _run_model_script(con, name)
+            rebuilt_from = built_by if name == MODELS[0] else None
+            results.append(_model_result(con, name, rows_written, started, rebuilt_from))
     return results
 
 
@@ -154,6 +161,13 @@ def built_by_other_models_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The models version that built this warehouse's derived tables, when it is not
     `MODELS_VERSION` (0: built before versions were recorded); None when they are current or
     do not exist yet."""
+    version = recorded_models_version(con)
+    return None if version == MODELS_VERSION else version
+
+
+def recorded_models_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The models version that built this warehouse's derived tables (0: built before versions
+    were recorded); None when there are none yet."""
     ((derived, versioned),) = con.execute(
         "select count(*), count(*) filter (where table_name = 'models_version') "
         "from information_schema.tables "
@@ -162,10 +176,10 @@ def built_by_other_models_version(con: duckdb.DuckDBPyConnection) -> int | None:
     ).fetchall()
     if not derived:
         return None
-    version = 0
-    if versioned:
-        ((version,),) = con.execute("select max(version) from meta.models_version").fetchall()
-    return None if version == MODELS_VERSION else version
+    if not versioned:
+        return 0
+    ((version,),) = con.execute("select max(version) from meta.models_version").fetchall()
+    return version
 
 
 def run_check(con: duckdb.DuckDBPyConnection, name: str, sample_size: int = 5) -> CheckResult:
@@ -194,21 +208,31 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.commit()
 
 
-def _run_model_script(con: duckdb.DuckDBPyConnection, name: str) -> int:
+def _run_model_script(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, int | None]:
+    """Run one model's script; return its rows written and the models version whose derived
+    tables it dropped first (the first model only, when another version built them)."""
     if name != MODELS[0]:
-        return _execute_script(con, model_path(name))
+        return _execute_script(con, model_path(name)), None
     _require_raw_events(con)
-    if built_by_other_models_version(con) is not None:
+    recorded = recorded_models_version(con)
+    rebuilt_from = None
+    if recorded is not None and recorded != MODELS_VERSION:
         _execute_script(con, FULL_REFRESH_SQL)
+        rebuilt_from = recorded
     rows_written = _execute_script(con, model_path(name))
-    con.execute("create table if not exists meta.models_version (version integer not null)")
-    con.execute("delete from meta.models_version")
-    con.execute("insert into meta.models_version values (?)", [MODELS_VERSION])
-    return rows_written
+    if recorded != MODELS_VERSION:
+        con.execute("create table if not exists meta.models_version (version integer not null)")
+        con.execute("delete from meta.models_version")
+        con.execute("insert into meta.models_version values (?)", [MODELS_VERSION])
+    return rows_written, rebuilt_from
 
 
 def _model_result(
-    con: duckdb.DuckDBPyConnection, name: str, rows_written: int, started: float
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    rows_written: int,
+    started: float,
+    rebuilt_from_version: int | None,
 ) -> ModelResult:
     table = model_table(name)
     ((rows,),) = con.table(table).count("*").fetchall()
@@ -218,6 +242,7 @@ def _model_result(
         rows=rows,
         rows_written=rows_written,
         seconds=time.perf_counter() - started,
+        rebuilt_from_version=rebuilt_from_version,
     )
 
 

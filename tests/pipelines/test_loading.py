@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
+from dagster import DagsterInstance
 
 from connector.landing import LandingStore
 from connector.settings import Settings
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
-from pipelines.run import RARE_COLLECTION_THRESHOLD, one_shot_collector, run_load
+from pipelines.run import RARE_COLLECTION_THRESHOLD, STAGING_OP, one_shot_collector, run_load
 from tests.conftest import VENV_BIN, stop_process
 from tests.landing_helpers import EXAMPLE, customer_event, days_ago, envelope, land
 from tests.pipelines.conftest import load, query
+from warehouse import runner
 
 RAW_CONTRACT = [
     "xid",
@@ -417,6 +421,38 @@ def test_full_refresh_rebuilds_the_same_tables_as_incremental_loads(settings, st
         ("B",),
         ("C",),
     ]
+
+
+def test_an_upgrade_rebuilds_the_derived_tables_and_the_run_says_so(
+    tmp_path, monkeypatch, settings, store
+):
+    land(store, [envelope(customer_event("c-upgrade", ts_ms=1_700_000_000_000, name="A"))])
+    load(settings)
+    land(store, [envelope(customer_event("c-upgrade", "UPDATE", 1_700_000_100_000, name="B"))])
+    load(settings)
+    before = _table_snapshot(settings)
+    older = runner.MODELS_VERSION - 1
+    with duckdb.connect(settings.warehouse) as con:
+        con.execute("update meta.models_version set version = ?", [older])
+    # with DAGSTER_HOME set, `flavours load` keeps the run and its logs there
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster-home"))
+    (tmp_path / "dagster-home").mkdir()
+
+    result, _ = run_load(settings)
+
+    with DagsterInstance.get() as instance:
+        warnings = [
+            entry.user_message
+            for entry in instance.all_logs(result.run_id)
+            if entry.level == logging.WARNING
+        ]
+    assert [w for w in warnings if f"built by models version {older}, these are" in w], warnings
+    (staged,) = result.asset_materializations_for_node(STAGING_OP)
+    assert staged.metadata["rebuilt_from_models_version"].value == older
+    batches = "select count(distinct batch_id) from meta.stg_customer_events_loads"
+    assert query(settings, batches) == [(1,)], "both loads were restaged at once, from raw"
+    assert query(settings, "select version from meta.models_version") == [(runner.MODELS_VERSION,)]
+    assert _table_snapshot(settings) == before
 
 
 def test_a_line_with_invalid_utf8_is_rejected_and_its_neighbours_load(settings, store):
