@@ -216,7 +216,7 @@ def _run_model_script(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, i
     _require_raw_events(con)
     recorded = recorded_models_version(con)
     rebuilt_from = None
-    if recorded is not None and recorded != MODELS_VERSION:
+    if recorded not in (None, MODELS_VERSION):
         _execute_script(con, FULL_REFRESH_SQL)
         rebuilt_from = recorded
     rows_written = _execute_script(con, model_path(name))
