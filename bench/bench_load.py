@@ -8,13 +8,14 @@ Run with `make bench-load`. In one run, on the same files:
 3. 10,000 new events on top of that 1,000,000-event history, versus the same 10,000 events on
    an empty warehouse (incremental cost must follow new events, not history).
 
-Steps 1 and 2 alternate ``--repeat`` times (default 3), each load right after its baseline,
+Steps 1 and 2 alternate ``--repeat`` times (default 5), each load right after its baseline,
 and the ratio is the median of the pairs' ratios: on a shared VM one run varies by +-13 %,
-more than the margins being measured, and a pair shares the VM's moment. Every run is
-printed. Each step runs in its own process; peak memory is that process's own high-water RSS
-(VmHWM), the highest of the repeats. Targets (DESIGN.md section 7): load + dimension <= 4x
-DuckDB alone, peak < 2 GiB, incremental <= 2x. The loads log at WARNING unless
-FLAVOURS_LOG_LEVEL says otherwise (INFO shows each step's time).
+more than the margins being measured, and a pair shares the VM's moment. Each step starts
+after a ``sync``, so no step pays for the previous one's writeback. Every run is printed, with
+its CPU seconds (user + system) beside its wall time. Each step runs in its own process; peak
+memory is that process's own high-water RSS (VmHWM), the highest of the repeats. Targets
+(DESIGN.md section 7): load + dimension <= 4x DuckDB alone, peak < 2 GiB, incremental <= 2x.
+The loads log at WARNING unless FLAVOURS_LOG_LEVEL says otherwise (INFO shows each step's time).
 """
 
 from __future__ import annotations
@@ -103,7 +104,13 @@ def generate(landing: str, events: int, customers: int, files: int, seed: int, f
 
 
 def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a command; return its wall seconds, its own peak RSS in MiB, and its stdout."""
+    """Run a command; return its wall seconds, its CPU seconds (user + system) and its stdout.
+
+    Dirty pages are written back first (``sync``): otherwise the writeback of the previous
+    step's ~1.5 GB (warehouse, WAL, dlt's files) runs during the next measured step and lands
+    on whichever step comes next, DuckDB alone or the load.
+    """
+    os.sync()
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read() if proc.stdout else ""
@@ -112,7 +119,7 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, st
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with exit code {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_utime + usage.ru_stime, out
 
 
 DUCKDB_ALONE = """
@@ -129,18 +136,18 @@ print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(
 """
 
 
-def duckdb_alone(work: Path, landing: str, events: int) -> tuple[float, float]:
-    """DuckDB alone reads the landed files into a table of a new file: wall s and peak MiB."""
+def duckdb_alone(work: Path, landing: str, events: int) -> tuple[float, float, float]:
+    """DuckDB alone reads the landed files into a table of a new file: wall s, CPU s, peak MiB."""
     database = work / "duckdb-alone.duckdb"
     for leftover in work.glob("duckdb-alone.duckdb*"):
         leftover.unlink()
     script = DUCKDB_ALONE.replace("COLUMNS", repr(ENVELOPE_COLUMNS))
-    wall, _, out = run_measured(
+    wall, cpu, out = run_measured(
         [sys.executable, "-c", script, str(database), landing], {**os.environ}
     )
     count, peak = out.split()[-2:]
     assert int(count) == events, out
-    return wall, float(peak)
+    return wall, cpu, float(peak)
 
 
 def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
@@ -154,11 +161,11 @@ def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
 
 
 def flavours_load(work: Path, name: str, landing: str) -> dict:
-    wall, _, out = run_measured(
+    wall, cpu, out = run_measured(
         [sys.executable, str(ROOT / "bench" / "load_once.py")], load_env(work, name, landing)
     )
     report = json.loads(out.strip().splitlines()[-1])
-    report.update(process_wall_s=wall)
+    report.update(process_wall_s=wall, process_cpu_s=cpu)
     return report
 
 
@@ -169,7 +176,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--new-events", type=int, default=10_000)
     parser.add_argument(
-        "--repeat", type=int, default=3, help="alternating runs of DuckDB alone and the load"
+        "--repeat", type=int, default=5, help="alternating runs of DuckDB alone and the load"
     )
     parser.add_argument("--quick", action="store_true", help="100k events, 10k customers")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -189,7 +196,7 @@ def main() -> None:
             duck_runs.append(duckdb_alone(work, history, events))
             print(
                 f"run {attempt}: duckdb alone {duck_runs[-1][0]:.1f} s, "
-                f"peak {duck_runs[-1][1]:.0f} MiB",
+                f"{duck_runs[-1][1]:.1f} CPU s, peak {duck_runs[-1][2]:.0f} MiB",
                 flush=True,
             )
             # the last full load stays: it is the history of the incremental runs below
@@ -199,9 +206,10 @@ def main() -> None:
                     leftover.unlink()
             full_runs.append(flavours_load(work, "history", history))
             assert full_runs[-1]["summary"]["raw_events"] == events, full_runs[-1]["summary"]
+            run = full_runs[-1]
             print(
-                f"run {attempt}: flavours load {full_runs[-1]['process_wall_s']:.1f} s, "
-                f"peak {full_runs[-1]['peak_mib']:.0f} MiB",
+                f"run {attempt}: flavours load {run['process_wall_s']:.1f} s, "
+                f"{run['process_cpu_s']:.1f} CPU s, peak {run['peak_mib']:.0f} MiB",
                 flush=True,
             )
 
@@ -225,15 +233,18 @@ def main() -> None:
 
 def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
     dim = "analytics/dim_customer"
-    duck_s = statistics.median(wall for wall, _ in duck_runs)
-    duck_peak = max(peak for _, peak in duck_runs)
+    duck_s = statistics.median(wall for wall, _, _ in duck_runs)
+    duck_peak = max(peak for _, _, peak in duck_runs)
     full_s = statistics.median(run["process_wall_s"] for run in full_runs)
     full_peak = max(run["peak_mib"] for run in full_runs)
     full = min(full_runs, key=lambda run: abs(run["process_wall_s"] - full_s))  # the median run
     ratios = [
-        run["process_wall_s"] / wall for (wall, _), run in zip(duck_runs, full_runs, strict=True)
+        run["process_wall_s"] / wall for (wall, _, _), run in zip(duck_runs, full_runs, strict=True)
     ]
     ratio = statistics.median(ratios)
+    cpu_ratio = statistics.median(
+        run["process_cpu_s"] / cpu for (_, cpu, _), run in zip(duck_runs, full_runs, strict=True)
+    )
     inc_ratio = on_history["process_wall_s"] / on_empty["process_wall_s"]
     dim_ratio = on_history["models_s"].get(dim, 0) / max(on_empty["models_s"].get(dim, 0), 1e-9)
     rows = [
@@ -272,10 +283,11 @@ def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
     print(f"  steps of the median full load: {steps}")
     runs = ", ".join(
         f"{run['process_wall_s']:.1f}/{wall:.1f} s = {pair_ratio:.2f}x"
-        for (wall, _), run, pair_ratio in zip(duck_runs, full_runs, ratios, strict=True)
+        for (wall, _, _), run, pair_ratio in zip(duck_runs, full_runs, ratios, strict=True)
     )
     print(f"  each pair, load/DuckDB alone: {runs}")
     print(f"  load + dimension / DuckDB alone, median pair: {ratio:.2f}x (target <= 4x)")
+    print(f"  the same in CPU seconds (user + system), median pair: {cpu_ratio:.2f}x")
     print(f"  peak memory: {full_peak:.0f} MiB (target < 2048 MiB)")
     print(f"  incremental / empty, whole run: {inc_ratio:.2f}x (target <= 2x)")
     print(f"  incremental / empty, dim_customer model alone: {dim_ratio:.2f}x")
