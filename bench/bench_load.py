@@ -14,7 +14,10 @@ more than the margins being measured, and a pair shares the VM's moment. Each st
 after a ``sync``, so no step pays for the previous one's writeback. Every run is printed, with
 its CPU seconds (user + system) beside its wall time. Each step runs in its own process; peak
 memory is that process's own high-water RSS (VmHWM), the highest of the repeats. Targets
-(DESIGN.md section 7): load + dimension <= 4x DuckDB alone, peak < 2 GiB, incremental <= 2x.
+(DESIGN.md section 7): landed events -> dim_customer (the load plus the dimension: the process
+from its start until its dim_customer step ends) <= 4x DuckDB alone, peak < 2 GiB, incremental
+<= 2x. The whole `flavours load`, which also builds rpt_customer_daily and runs the checks after
+the dimension, is printed beside it.
 The loads log at WARNING unless FLAVOURS_LOG_LEVEL says otherwise (INFO shows each step's time).
 """
 
@@ -49,6 +52,7 @@ ENVELOPE_COLUMNS = {
     "body_sha256": "VARCHAR",
     "payload": "JSON",
 }
+DIMENSION_STEP = "analytics__dim_customer"
 ACTIONS = ("UPDATE",) * 8 + ("DELETE",)
 T0_MS = 1_700_000_000_000
 
@@ -103,14 +107,16 @@ def generate(landing: str, events: int, customers: int, files: int, seed: int, f
     return len(lines)
 
 
-def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a command; return its wall seconds, its CPU seconds (user + system) and its stdout.
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
+    """Run a command; return its wall seconds, its CPU seconds (user + system), its stdout and
+    when it started (epoch seconds).
 
     Dirty pages are written back first (``sync``): otherwise the writeback of the previous
     step's ~1.5 GB (warehouse, WAL, dlt's files) runs during the next measured step and lands
     on whichever step comes next, DuckDB alone or the load.
     """
     os.sync()
+    started_at = time.time()
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read() if proc.stdout else ""
@@ -119,7 +125,7 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, st
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with exit code {proc.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, out
+    return wall, usage.ru_utime + usage.ru_stime, out, started_at
 
 
 DUCKDB_ALONE = """
@@ -142,7 +148,7 @@ def duckdb_alone(work: Path, landing: str, events: int) -> tuple[float, float, f
     for leftover in work.glob("duckdb-alone.duckdb*"):
         leftover.unlink()
     script = DUCKDB_ALONE.replace("COLUMNS", repr(ENVELOPE_COLUMNS))
-    wall, cpu, out = run_measured(
+    wall, cpu, out, _ = run_measured(
         [sys.executable, "-c", script, str(database), landing], {**os.environ}
     )
     count, peak = out.split()[-2:]
@@ -161,12 +167,28 @@ def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
 
 
 def flavours_load(work: Path, name: str, landing: str) -> dict:
-    wall, cpu, out = run_measured(
+    wall, cpu, out, started_at = run_measured(
         [sys.executable, str(ROOT / "bench" / "load_once.py")], load_env(work, name, landing)
     )
     report = json.loads(out.strip().splitlines()[-1])
-    report.update(process_wall_s=wall, process_cpu_s=cpu)
+    report.update(
+        process_wall_s=wall,
+        process_cpu_s=cpu,
+        to_dimension_s=report["finished_at"] - started_at - after_dimension_s(report["steps_s"]),
+    )
     return report
+
+
+def after_dimension_s(steps_s: dict[str, float]) -> float:
+    """Seconds of the steps that ran after ``dim_customer`` (the daily report, the checks).
+
+    Landed events -> dim_customer, the span DESIGN.md section 7 times, is the process's time
+    up to the end of the run minus these steps. The Dagster bookkeeping between them and the
+    run's summary queries stay in, so the span is, if anything, overstated.
+    """
+    steps = list(steps_s)
+    later = steps[steps.index(DIMENSION_STEP) + 1 :]
+    return sum(steps_s[step] for step in later)
 
 
 def main() -> None:
@@ -238,15 +260,14 @@ def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
     full_s = statistics.median(run["process_wall_s"] for run in full_runs)
     full_peak = max(run["peak_mib"] for run in full_runs)
     full = min(full_runs, key=lambda run: abs(run["process_wall_s"] - full_s))  # the median run
-    ratios = [
-        run["process_wall_s"] / wall for (wall, _, _), run in zip(duck_runs, full_runs, strict=True)
-    ]
+    pairs = list(zip(duck_runs, full_runs, strict=True))
+    dim_ratios = [run["to_dimension_s"] / wall for (wall, _, _), run in pairs]
+    ratios = [run["process_wall_s"] / wall for (wall, _, _), run in pairs]
+    dim_ratio = statistics.median(dim_ratios)
     ratio = statistics.median(ratios)
-    cpu_ratio = statistics.median(
-        run["process_cpu_s"] / cpu for (_, cpu, _), run in zip(duck_runs, full_runs, strict=True)
-    )
+    cpu_ratio = statistics.median(run["process_cpu_s"] / cpu for (_, cpu, _), run in pairs)
     inc_ratio = on_history["process_wall_s"] / on_empty["process_wall_s"]
-    dim_ratio = on_history["models_s"].get(dim, 0) / max(on_empty["models_s"].get(dim, 0), 1e-9)
+    inc_dim_ratio = on_history["models_s"].get(dim, 0) / max(on_empty["models_s"].get(dim, 0), 1e-9)
     rows = [
         (
             "DuckDB alone: read_json into a table",
@@ -258,6 +279,7 @@ def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
             f"{full_s:.1f} s",
             f"{full_peak:.0f} MiB",
         ),
+        ("  of which landed -> dim_customer", f"{full['to_dimension_s']:.1f} s", ""),
         ("  of which dim_customer model", f"{full['models_s'].get(dim, 0):.2f} s", ""),
         (
             f"+{args.new_events:,} events on the history",
@@ -281,16 +303,27 @@ def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
         print(f"  {name:<44} {seconds:>9} {memory:>10}")
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in full["steps_s"].items())
     print(f"  steps of the median full load: {steps}")
+    dim_runs = ", ".join(
+        f"{run['to_dimension_s']:.1f}/{wall:.1f} s = {pair_ratio:.2f}x"
+        for ((wall, _, _), run), pair_ratio in zip(pairs, dim_ratios, strict=True)
+    )
     runs = ", ".join(
         f"{run['process_wall_s']:.1f}/{wall:.1f} s = {pair_ratio:.2f}x"
-        for (wall, _, _), run, pair_ratio in zip(duck_runs, full_runs, ratios, strict=True)
+        for ((wall, _, _), run), pair_ratio in zip(pairs, ratios, strict=True)
     )
-    print(f"  each pair, load/DuckDB alone: {runs}")
-    print(f"  load + dimension / DuckDB alone, median pair: {ratio:.2f}x (target <= 4x)")
-    print(f"  the same in CPU seconds (user + system), median pair: {cpu_ratio:.2f}x")
+    print(f"  each pair, landed -> dim_customer / DuckDB alone: {dim_runs}")
+    print(f"  each pair, whole flavours load / DuckDB alone: {runs}")
+    print(
+        f"  landed -> dim_customer (load + dimension) / DuckDB alone, median pair: "
+        f"{dim_ratio:.2f}x (target <= 4x)"
+    )
+    print(
+        f"  whole flavours load (with rpt_customer_daily and the checks) / DuckDB alone, "
+        f"median pair: {ratio:.2f}x; in CPU seconds (user + system): {cpu_ratio:.2f}x"
+    )
     print(f"  peak memory: {full_peak:.0f} MiB (target < 2048 MiB)")
     print(f"  incremental / empty, whole run: {inc_ratio:.2f}x (target <= 2x)")
-    print(f"  incremental / empty, dim_customer model alone: {dim_ratio:.2f}x")
+    print(f"  incremental / empty, dim_customer model alone: {inc_dim_ratio:.2f}x")
 
 
 if __name__ == "__main__":
