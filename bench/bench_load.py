@@ -17,8 +17,8 @@ memory is that process's own high-water RSS (VmHWM), the highest of the repeats.
 (DESIGN.md section 7): landed events -> dim_customer (the load plus the dimension: the process
 from its start until its dim_customer step ends) <= 4x DuckDB alone, peak < 2 GiB, incremental
 <= 2x. The whole `flavours load`, which also builds rpt_customer_daily and runs the checks after
-the dimension, is printed beside it.
-The loads log at WARNING unless FLAVOURS_LOG_LEVEL says otherwise (INFO shows each step's time).
+the dimension, is printed beside it. The loads log at WARNING unless FLAVOURS_LOG_LEVEL says
+otherwise (INFO shows each step's time).
 """
 
 from __future__ import annotations
