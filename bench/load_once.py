@@ -1,7 +1,7 @@
 """Run `flavours load` once in this process and print its timings as JSON (used by bench_load).
 
 Settings come from FLAVOURS_* like the command. Printed: wall seconds, when the run finished
-(epoch seconds), each step's and each model's own seconds (in the order the steps ran) and the
+(monotonic clock), each step's and each model's own seconds (in the order the steps ran) and the
 load summary.
 """
 
@@ -36,7 +36,7 @@ def measured_load() -> dict:
     started = time.perf_counter()
     result, summary = run_load(settings)
     wall = time.perf_counter() - started
-    finished_at = time.time()  # wall clock, comparable with the parent's clock
+    finished_at = time.monotonic()  # the same clock in every process (Linux)
     models = {}
     for node in result.dagster_run.step_keys_to_execute or []:
         for materialization in result.asset_materializations_for_node(node):

@@ -150,8 +150,9 @@ candidates as (
     from staged_deliveries
 ),
 
--- Most xids are delivered once: only the others need ordering (a hash aggregation finds them;
--- sorting every candidate by its long string keys took twice as long).
+-- Most xids are delivered once: only the others need ordering. A hash aggregation finds them;
+-- sorting every candidate by its long string keys took ~1.5 times as long (1M events: 0.55-0.66
+-- s against 0.34-0.44 s for this statement). A load of redeliveries only pays for both.
 repeated_xids as (
     select xid
     from candidates
