@@ -39,6 +39,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,7 +56,28 @@ ENVELOPE_COLUMNS = {
     "body_sha256": "VARCHAR",
     "payload": "JSON",
 }
-DIMENSION_STEP = "analytics__dim_customer"
+DIMENSION = "analytics/dim_customer"
+DIMENSION_STEP = DIMENSION.replace("/", "__")  # Dagster's step key of that asset
+
+
+class Measured(NamedTuple):
+    """One measured process: wall and CPU (user + system) seconds, stdout, and its start on
+    the monotonic clock (the same clock in every process on Linux)."""
+
+    wall_s: float
+    cpu_s: float
+    out: str
+    started_at: float
+
+
+class Baseline(NamedTuple):
+    """One run of DuckDB alone: wall seconds, CPU seconds and peak MiB."""
+
+    wall_s: float
+    cpu_s: float
+    peak_mib: float
+
+
 ACTIONS = ("UPDATE",) * 8 + ("DELETE",)
 T0_MS = 1_700_000_000_000
 
@@ -110,13 +132,12 @@ def generate(landing: str, events: int, customers: int, files: int, seed: int, f
     return len(lines)
 
 
-def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
-    """Run a command: its wall seconds, CPU seconds (user + system), stdout and start time.
+def run_measured(argv: list[str], env: dict[str, str]) -> Measured:
+    """Run a command and measure it.
 
     Dirty pages are written back first (``sync``): otherwise the writeback of the previous
     step's ~1.5 GB (warehouse, WAL, dlt's files) runs during the next measured step and lands
-    on whichever step comes next, DuckDB alone or the load. The start is on the monotonic
-    clock, which on Linux is the same in every process.
+    on whichever step comes next, DuckDB alone or the load.
     """
     os.sync()
     started_at = time.monotonic()
@@ -128,7 +149,7 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, st
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with exit code {proc.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, out, started_at
+    return Measured(wall, usage.ru_utime + usage.ru_stime, out, started_at)
 
 
 DUCKDB_ALONE = """
@@ -145,18 +166,16 @@ print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(
 """
 
 
-def duckdb_alone(work: Path, landing: str, events: int) -> tuple[float, float, float]:
-    """DuckDB alone reads the landed files into a table of a new file: wall s, CPU s, peak MiB."""
+def duckdb_alone(work: Path, landing: str, events: int) -> Baseline:
+    """DuckDB alone reads the landed files into a table of a new file."""
     database = work / "duckdb-alone.duckdb"
     for leftover in work.glob("duckdb-alone.duckdb*"):
         leftover.unlink()
     script = DUCKDB_ALONE.replace("COLUMNS", repr(ENVELOPE_COLUMNS))
-    wall, cpu, out, _ = run_measured(
-        [sys.executable, "-c", script, str(database), landing], {**os.environ}
-    )
-    count, peak = out.split()[-2:]
-    assert int(count) == events, out
-    return wall, cpu, float(peak)
+    measured = run_measured([sys.executable, "-c", script, str(database), landing], {**os.environ})
+    count, peak = measured.out.split()[-2:]
+    assert int(count) == events, measured.out
+    return Baseline(measured.wall_s, measured.cpu_s, float(peak))
 
 
 def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
@@ -170,14 +189,15 @@ def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
 
 
 def flavours_load(work: Path, name: str, landing: str) -> dict:
-    wall, cpu, out, started_at = run_measured(
+    measured = run_measured(
         [sys.executable, str(ROOT / "bench" / "load_once.py")], load_env(work, name, landing)
     )
-    report = json.loads(out.strip().splitlines()[-1])
+    report = json.loads(measured.out.strip().splitlines()[-1])
+    to_dimension = (
+        report["finished_at"] - measured.started_at - after_dimension_s(report["steps_s"])
+    )
     report.update(
-        process_wall_s=wall,
-        process_cpu_s=cpu,
-        to_dimension_s=report["finished_at"] - started_at - after_dimension_s(report["steps_s"]),
+        process_wall_s=measured.wall_s, process_cpu_s=measured.cpu_s, to_dimension_s=to_dimension
     )
     return report
 
@@ -219,13 +239,14 @@ def main() -> None:
         print(f"generated {events:,} events in {time.perf_counter() - started:.1f} s", flush=True)
 
         warm_up = duckdb_alone(work, history, events)
-        print(f"warm-up: duckdb alone {warm_up[0]:.1f} s (not counted)", flush=True)
+        print(f"warm-up: duckdb alone {warm_up.wall_s:.1f} s (not counted)", flush=True)
         duck_runs, full_runs = [], []
         for attempt in range(1, args.repeat + 1):
-            duck_runs.append(duckdb_alone(work, history, events))
+            baseline = duckdb_alone(work, history, events)
+            duck_runs.append(baseline)
             print(
-                f"run {attempt}: duckdb alone {duck_runs[-1][0]:.1f} s, "
-                f"{duck_runs[-1][1]:.1f} CPU s, peak {duck_runs[-1][2]:.0f} MiB",
+                f"run {attempt}: duckdb alone {baseline.wall_s:.1f} s, "
+                f"{baseline.cpu_s:.1f} CPU s, peak {baseline.peak_mib:.0f} MiB",
                 flush=True,
             )
             # the last full load stays: it is the history of the incremental runs below
@@ -261,21 +282,22 @@ def main() -> None:
 
 
 def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
-    dim = "analytics/dim_customer"
-    duck_s = statistics.median(wall for wall, _, _ in duck_runs)
-    duck_peak = max(peak for _, _, peak in duck_runs)
+    duck_s = statistics.median(base.wall_s for base in duck_runs)
+    duck_peak = max(base.peak_mib for base in duck_runs)
     full_s = statistics.median(run["process_wall_s"] for run in full_runs)
     full_peak = max(run["peak_mib"] for run in full_runs)
     full = min(full_runs, key=lambda run: abs(run["process_wall_s"] - full_s))  # the median run
     to_dimension_s = statistics.median(run["to_dimension_s"] for run in full_runs)
     pairs = list(zip(duck_runs, full_runs, strict=True))
-    dim_ratios = [run["to_dimension_s"] / wall for (wall, _, _), run in pairs]
-    ratios = [run["process_wall_s"] / wall for (wall, _, _), run in pairs]
+    dim_ratios = [run["to_dimension_s"] / base.wall_s for base, run in pairs]
+    ratios = [run["process_wall_s"] / base.wall_s for base, run in pairs]
     dim_ratio = statistics.median(dim_ratios)
     ratio = statistics.median(ratios)
-    cpu_ratio = statistics.median(run["process_cpu_s"] / cpu for (_, cpu, _), run in pairs)
+    cpu_ratio = statistics.median(run["process_cpu_s"] / base.cpu_s for base, run in pairs)
     inc_ratio = on_history["process_wall_s"] / on_empty["process_wall_s"]
-    inc_dim_ratio = on_history["models_s"].get(dim, 0) / max(on_empty["models_s"].get(dim, 0), 1e-9)
+    inc_dim_ratio = on_history["models_s"].get(DIMENSION, 0) / max(
+        on_empty["models_s"].get(DIMENSION, 0), 1e-9
+    )
     rows = [
         (
             "DuckDB alone: read_json into a table",
@@ -288,19 +310,19 @@ def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
             f"{full_peak:.0f} MiB",
         ),
         ("  of which landed -> dim_customer", f"{to_dimension_s:.1f} s", ""),
-        ("  of which dim_customer model", f"{full['models_s'].get(dim, 0):.2f} s", ""),
+        ("  of which dim_customer model", f"{full['models_s'].get(DIMENSION, 0):.2f} s", ""),
         (
             f"+{args.new_events:,} events on the history",
             f"{on_history['process_wall_s']:.1f} s",
             f"{on_history['peak_mib']:.0f} MiB",
         ),
-        ("  of which dim_customer model", f"{on_history['models_s'].get(dim, 0):.2f} s", ""),
+        ("  of which dim_customer model", f"{on_history['models_s'].get(DIMENSION, 0):.2f} s", ""),
         (
             f"same {args.new_events:,} events, empty warehouse",
             f"{on_empty['process_wall_s']:.1f} s",
             f"{on_empty['peak_mib']:.0f} MiB",
         ),
-        ("  of which dim_customer model", f"{on_empty['models_s'].get(dim, 0):.2f} s", ""),
+        ("  of which dim_customer model", f"{on_empty['models_s'].get(DIMENSION, 0):.2f} s", ""),
     ]
     print()
     print(
@@ -312,12 +334,12 @@ def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in full["steps_s"].items())
     print(f"  steps of the median full load: {steps}")
     dim_runs = ", ".join(
-        f"{run['to_dimension_s']:.1f}/{wall:.1f} s = {pair_ratio:.2f}x"
-        for ((wall, _, _), run), pair_ratio in zip(pairs, dim_ratios, strict=True)
+        f"{run['to_dimension_s']:.1f}/{base.wall_s:.1f} s = {pair_ratio:.2f}x"
+        for (base, run), pair_ratio in zip(pairs, dim_ratios, strict=True)
     )
     runs = ", ".join(
-        f"{run['process_wall_s']:.1f}/{wall:.1f} s = {pair_ratio:.2f}x"
-        for ((wall, _, _), run), pair_ratio in zip(pairs, ratios, strict=True)
+        f"{run['process_wall_s']:.1f}/{base.wall_s:.1f} s = {pair_ratio:.2f}x"
+        for (base, run), pair_ratio in zip(pairs, ratios, strict=True)
     )
     print(f"  each pair, flavours load / DuckDB alone: {runs}")
     print(f"  each pair, landed -> dim_customer / DuckDB alone: {dim_runs}")
