@@ -163,8 +163,9 @@ def landed_lines_table(
     each object has (0 for an empty one)."""
     pieces = []
     line_counts = {}
-    for obj in objects:
-        lines = split_lines(store.map_object(obj.key))
+    contents = store.map_objects([obj.key for obj in objects])
+    for obj, content in zip(objects, contents, strict=True):
+        lines = split_lines(content)
         count = line_counts[obj.key] = len(lines)
         pieces.append(
             pa.table(
