@@ -12,11 +12,13 @@ name, fsync'd, renamed into place and the folder fsync'd; on object storage it i
 from __future__ import annotations
 
 import gzip
+import logging
 import mmap
 import os
 import posixpath
 import re
 import secrets
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,10 +27,18 @@ from datetime import UTC, datetime
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+log = logging.getLogger(__name__)
+
 REJECTED_PREFIX = "_rejected"
 """Where authenticated bodies that are not JSON objects are kept, with their reason."""
 
 OBJECT_NAME = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9._]+-\d+\.jsonl(\.gz)?$")
+
+CORRUPT_GZIP_MARK = b"<corrupt gzip> "
+"""Starts the line that the loader reads after the readable part of a damaged gzip object."""
+SALVAGE_STEP = 64 * 1024
+"""Compressed bytes fed at a time when salvaging a damaged gzip object (what decompressed
+before the damage is kept, up to this granularity)."""
 
 MAP_MIN_BYTES = 1024 * 1024
 """Plain local objects at least this large are memory-mapped when loaded, smaller ones read
@@ -132,9 +142,12 @@ class LandingStore:
         are never modified. Smaller objects are read: each mapping keeps a file descriptor
         open until it is freed, and at idle the receiver lands one small object per event, so
         a chunk can hold thousands. Any other object (gzip, object storage) is read too.
+
+        A damaged gzip object does not stop the load: see ``gunzip_salvaging``.
         """
         if not self.is_local or key.endswith(".gz"):
-            return self.read_object(key)
+            data = self.fs.cat_file(self._path(key))
+            return gunzip_salvaging(key, data) if key.endswith(".gz") else data
         with open(self._path(key), "rb") as handle:
             if os.fstat(handle.fileno()).st_size < MAP_MIN_BYTES:
                 return handle.read()
@@ -150,7 +163,7 @@ class LandingStore:
             return [self.map_object(key) for key in keys]
         workers = min(READ_CONCURRENCY, len(keys))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flavours-fetch") as pool:
-            return list(pool.map(self.read_object, keys))
+            return list(pool.map(self.map_object, keys))
 
     def iter_lines(self, key: str) -> Iterator[bytes]:
         """The lines of one landed object, without newlines (for tests and tools)."""
@@ -165,6 +178,48 @@ class LandingStore:
         path = path.replace(os.sep, "/") if self.is_local else path
         root = self.root.replace(os.sep, "/") if self.is_local else self.root
         return path[len(root) + 1 :] if root and path.startswith(root + "/") else path
+
+
+def gunzip_salvaging(key: str, data: bytes) -> bytes:
+    """The decompressed bytes of the gzip object ``key``, even when it is damaged.
+
+    Objects are written whole, so only damage (a disk, a copy tool) makes a corrupt one. Its
+    readable part is kept, and one line starting with ``CORRUPT_GZIP_MARK`` says what went
+    wrong. The loader loads the lines before the damage, rejects the rest with that line, and
+    records the object as loaded: a damaged object must not fail every load after it. The
+    object itself stays in the landing store as it is.
+    """
+    try:
+        return gzip.decompress(data)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        error = str(exc) or type(exc).__name__
+    readable = _readable_prefix(data)
+    log.warning(
+        "landed object is damaged gzip; loading what decompresses, rejecting the rest",
+        extra={"key": key, "error": error, "readable_bytes": len(readable)},
+    )
+    separator = b"\n" if readable and not readable.endswith(b"\n") else b""
+    note = f"{error}; the {len(readable):,} bytes before this line decompressed"
+    return readable + separator + CORRUPT_GZIP_MARK + note.encode() + b"\n"
+
+
+def _readable_prefix(data: bytes) -> bytes:
+    """What decompresses of a damaged gzip stream, member after member, up to the damage."""
+    out = []
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        fed = 0
+        while fed < len(rest) and not inflater.eof:
+            try:
+                out.append(inflater.decompress(rest[fed : fed + SALVAGE_STEP]))
+            except zlib.error:
+                return b"".join(out)
+            fed += SALVAGE_STEP
+        if not inflater.eof:  # truncated: what the last piece gave is all there is
+            return b"".join(out)
+        rest = inflater.unused_data + rest[fed:]
+    return b"".join(out)
 
 
 def new_writer_name(instance_id: str) -> str:

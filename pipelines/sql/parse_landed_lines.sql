@@ -65,6 +65,11 @@ checked as (
     select
         *,
         case
+            -- lines the reader marked (INVALID_UTF8_MARK, connector.landing.CORRUPT_GZIP_MARK)
+            when starts_with(line, '<invalid UTF-8> ')
+                then 'line is not valid UTF-8 (kept with replacement characters)'
+            when starts_with(line, '<corrupt gzip> ')
+                then 'object is damaged gzip from here on; the lines before this one were loaded'
             when starts_with(topic, '_rejected/')
                 then 'rejected by the receiver (HTTP ' || coalesce(receiver_status, '?') || '): '
                     || coalesce(receiver_reason, 'no reason recorded')

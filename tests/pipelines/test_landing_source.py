@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import mmap
 import os
 import resource
@@ -11,7 +12,13 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from connector.landing import MAP_MIN_BYTES, READ_CONCURRENCY, LandingStore
+from connector.landing import (
+    CORRUPT_GZIP_MARK,
+    MAP_MIN_BYTES,
+    READ_CONCURRENCY,
+    LandingStore,
+    gunzip_salvaging,
+)
 from pipelines import landing_source
 from pipelines.landing_source import (
     LINES_SCHEMA,
@@ -169,11 +176,27 @@ def test_a_chunk_on_object_storage_is_fetched_concurrently(s3_env, monkeypatch):
     store = LandingStore(f"s3://{bucket}/landing")
     keys = [land(store, [envelope(customer_event(f"c-{n}"))]) for n in range(READ_CONCURRENCY)]
     all_in_flight = threading.Barrier(READ_CONCURRENCY, timeout=10)
-    fetch = store.read_object
+    fetch = store.map_object
 
-    def fetch_when_all_are_in_flight(key: str) -> bytes:
+    def fetch_when_all_are_in_flight(key: str) -> bytes | mmap.mmap:
         all_in_flight.wait()
         return fetch(key)
 
-    monkeypatch.setattr(store, "read_object", fetch_when_all_are_in_flight)
+    monkeypatch.setattr(store, "map_object", fetch_when_all_are_in_flight)
     assert [len(split_lines(data)) for data in store.map_objects(keys)] == [1] * len(keys)
+
+
+def test_a_damaged_gzip_object_keeps_every_member_before_the_damage():
+    first = b"".join(b'{"n": %d}\n' % n for n in range(5_000))
+    second = b"".join(b'{"m": %d}\n' % n for n in range(5_000))
+    members = gzip.compress(first) + gzip.compress(second)
+    damaged = bytearray(members)
+    damaged[len(gzip.compress(first)) + 40] ^= 0xFF  # inside the second member's data
+
+    assert gunzip_salvaging("intact.jsonl.gz", members) == first + second
+    salvaged = gunzip_salvaging("damaged.jsonl.gz", bytes(damaged))
+    readable, marker = salvaged.rstrip(b"\n").rsplit(b"\n", 1)
+    assert readable.startswith(first.rstrip(b"\n"))
+    assert len(readable) < len(first + second)
+    assert marker.startswith(CORRUPT_GZIP_MARK)
+    assert gunzip_salvaging("not.jsonl.gz", b"plain text\n").startswith(CORRUPT_GZIP_MARK)
