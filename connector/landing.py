@@ -195,7 +195,8 @@ def gunzip_salvaging(key: str, data: bytes) -> bytes:
         error = str(exc) or type(exc).__name__
     readable = _readable_prefix(data)
     log.warning(
-        "landed object is damaged gzip; loading what decompresses, rejecting the rest",
+        f"landed object {key} is damaged gzip ({error}): loading the {len(readable):,} bytes "
+        "that decompress, rejecting the rest (see raw.customer_events_rejected)",
         extra={"key": key, "error": error, "readable_bytes": len(readable)},
     )
     separator = b"\n" if readable and not readable.endswith(b"\n") else b""

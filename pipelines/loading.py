@@ -132,7 +132,8 @@ def discard_partial_loads(pipeline: dlt.Pipeline, objects: Sequence[LandedObject
             connection.unregister("pending_objects")
     if deleted:
         log.warning(
-            "discarded rows of an interrupted load; reloading their objects",
+            f"discarded {deleted:,} rows of an interrupted load; reloading their "
+            f"{len(objects):,} objects",
             extra={"rows": deleted, "objects": len(objects)},
         )
     return deleted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import mmap
 import os
 import resource
@@ -193,8 +194,18 @@ def test_a_damaged_gzip_object_keeps_every_member_before_the_damage():
     damaged = bytearray(members)
     damaged[len(gzip.compress(first)) + 40] ^= 0xFF  # inside the second member's data
 
-    assert gunzip_salvaging("intact.jsonl.gz", members) == first + second
-    salvaged = gunzip_salvaging("damaged.jsonl.gz", bytes(damaged))
+    warnings: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = warnings.append
+    logger = logging.getLogger("connector.landing")
+    logger.addHandler(handler)
+    try:
+        assert gunzip_salvaging("intact.jsonl.gz", members) == first + second
+        salvaged = gunzip_salvaging("damaged.jsonl.gz", bytes(damaged))
+    finally:
+        logger.removeHandler(handler)
+    [warning] = warnings  # the intact object logs nothing
+    assert "damaged.jsonl.gz is damaged gzip" in warning.getMessage()
     readable, marker = salvaged.rstrip(b"\n").rsplit(b"\n", 1)
     assert readable.startswith(first.rstrip(b"\n"))
     assert len(readable) < len(first + second)
