@@ -132,8 +132,8 @@ def discard_partial_loads(pipeline: dlt.Pipeline, objects: Sequence[LandedObject
             connection.unregister("pending_objects")
     if deleted:
         log.warning(
-            f"discarded {deleted:,} rows of an interrupted load; reloading their "
-            f"{len(objects):,} objects",
+            f"discarded {deleted:,} rows that an interrupted load had committed; the "
+            f"{len(objects):,} pending objects load from the start",
             extra={"rows": deleted, "objects": len(objects)},
         )
     return deleted
