@@ -1,4 +1,4 @@
-"""bench/bench_load.py measures what it prints.
+"""bench/bench_load.py measures what it prints; bench/bench_s3_fetch.py runs.
 
 The benchmark itself runs only by hand (`make bench-load`), so these tests run its own
 functions on a few hundred events: the generated events are all valid and land in the
@@ -9,6 +9,8 @@ dim_customer leaves out exactly the steps that run after the dimension.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -80,3 +82,24 @@ def test_after_dimension_sums_only_the_steps_listed_after_it(bench_load) -> None
     assert bench_load.after_dimension_s(steps) == 0.75
     with pytest.raises(ValueError, match=bench_load.DIMENSION_STEP):
         bench_load.after_dimension_s({"load": 5.0})
+
+
+def test_s3_fetch_benchmark_runs_and_compares_on_the_same_objects() -> None:
+    # bench_s3_fetch asserts itself that both ways return the same bytes and that the load
+    # takes every object; a few objects with a small delay keep this short
+    script = str(ROOT / "bench" / "bench_s3_fetch.py")
+    proc = subprocess.Popen(
+        [sys.executable, script, "--objects", "24", "--delay-ms", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # the script stops moto and its proxy on SIGTERM
+            proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert "24 one-event objects on moto's S3 server, 2 ms added each way" in out
+    assert "x faster)" in out
