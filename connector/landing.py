@@ -157,7 +157,7 @@ class LandingStore:
         """``map_object`` of each key, in order. From object storage, up to
         ``READ_CONCURRENCY`` objects are fetched at once: one after the other, a chunk of small
         objects waits for one round trip per object (``make bench-s3``: 500 one-event
-        objects with 10 ms added each way, 8.2x faster)."""
+        objects with 10 ms added each way, ~8x faster)."""
         if self.is_local or len(keys) < 2:
             return [self.map_object(key) for key in keys]
         workers = min(READ_CONCURRENCY, len(keys))
