@@ -21,6 +21,8 @@ from typing import TextIO
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w-])\+?\d[\d ()-]{6,}\d(?![\w-])")
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+PROJECT_LOGGERS = ("connector", "pipelines", "warehouse")
+"""The Python loggers of this project's packages."""
 PERSONAL_FIELDS = {"email", "phone", "name", "username"}
 OWN_FIELDS = {"request_id", "topic", "source_ip", "object_key"}
 """Fields the connector itself generates (ids, names): no sender text, nothing to mask."""
@@ -133,7 +135,7 @@ def configure_logging(level: str = "INFO", background: bool = False) -> None:
     """
     handler = BackgroundLineHandler(sys.stderr) if background else logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in ("connector", "pipelines", "warehouse"):
+    for name in PROJECT_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())

@@ -312,9 +312,11 @@ def flavours_landing(
             tally.events += parsed.customer_events.num_rows
             tally.rejected += parsed.customer_events_rejected.num_rows
             tally.delivery_errors += parsed.delivery_errors.num_rows
+            objects_in_chunk, lines = len(chunk.line_counts), sum(chunk.line_counts.values())
             log.info(
-                "parsed landed objects",
-                extra={"objects": len(chunk.line_counts), "lines": sum(chunk.line_counts.values())},
+                f"parsed {objects_in_chunk:,} landed objects: {lines:,} lines, "
+                f"{parsed.customer_events_rejected.num_rows:,} of them rejected",
+                extra={"objects": objects_in_chunk, "lines": lines},
             )
             yield parsed
 

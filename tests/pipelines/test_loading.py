@@ -18,6 +18,7 @@ import pytest
 from dagster import DagsterInstance
 
 from connector.landing import LandingStore
+from connector.logs import PROJECT_LOGGERS
 from connector.settings import Settings
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
@@ -299,7 +300,7 @@ def test_gzip_objects_load_like_plain_ones(settings):
     assert query(settings, "select xid from raw.customer_events") == [(EXAMPLE["xid"],)]
 
 
-def test_a_damaged_gzip_object_loads_what_decompresses_and_later_loads_go_on(settings):
+def test_a_damaged_gzip_object_loads_what_decompresses_and_later_loads_go_on(settings, capsys):
     store = LandingStore(settings.landing_url, compression="gzip")
     lines = [envelope(customer_event(f"c-{n}", xid=f"x-{n}")) for n in range(300)]
     truncated_key, not_gzip_key = land(store, lines), land(store, lines[:1])
@@ -311,9 +312,22 @@ def test_a_damaged_gzip_object_loads_what_decompresses_and_later_loads_go_on(set
     readable = zlib.decompressobj(wbits=31).decompress(truncated)  # what survives, worked out apart
     assert 0 < readable.count(b"\n") < len(lines)
 
+    levels = [logging.getLogger(name).level for name in PROJECT_LOGGERS]
+
     first = load(settings)
+    warned = capsys.readouterr().err
     again = load(settings)
 
+    # the loader's own warning is among the run's log lines, with its step, and the run
+    # leaves the project's logger levels as they were
+    assert [
+        line
+        for line in warned.splitlines()
+        if " - WARNING - " in line
+        and " - load_landed_objects - " in line
+        and f"landed object {truncated_key} is damaged gzip" in line
+    ]
+    assert [logging.getLogger(name).level for name in PROJECT_LOGGERS] == levels
     assert (first.objects_loaded, again.objects_loaded) == (3, 0)
     assert query(
         settings,
