@@ -289,10 +289,8 @@ def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
     full = min(full_runs, key=lambda run: abs(run["process_wall_s"] - full_s))  # the median run
     to_dimension_s = statistics.median(run["to_dimension_s"] for run in full_runs)
     pairs = list(zip(duck_runs, full_runs, strict=True))
-    dim_ratios = [run["to_dimension_s"] / base.wall_s for base, run in pairs]
-    ratios = [run["process_wall_s"] / base.wall_s for base, run in pairs]
-    dim_ratio = statistics.median(dim_ratios)
-    ratio = statistics.median(ratios)
+    dim_ratio = statistics.median(run["to_dimension_s"] / base.wall_s for base, run in pairs)
+    ratio = statistics.median(run["process_wall_s"] / base.wall_s for base, run in pairs)
     cpu_ratio = statistics.median(run["process_cpu_s"] / base.cpu_s for base, run in pairs)
     inc_ratio = on_history["process_wall_s"] / on_empty["process_wall_s"]
     inc_dim_ratio = on_history["models_s"].get(DIMENSION, 0) / max(
@@ -333,16 +331,15 @@ def report(args, events, duck_runs, full_runs, on_history, on_empty) -> None:
         print(f"  {name:<44} {seconds:>9} {memory:>10}")
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in full["steps_s"].items())
     print(f"  steps of the median full load: {steps}")
-    dim_runs = ", ".join(
-        f"{run['to_dimension_s']:.1f}/{base.wall_s:.1f} s = {pair_ratio:.2f}x"
-        for (base, run), pair_ratio in zip(pairs, dim_ratios, strict=True)
-    )
-    runs = ", ".join(
-        f"{run['process_wall_s']:.1f}/{base.wall_s:.1f} s = {pair_ratio:.2f}x"
-        for (base, run), pair_ratio in zip(pairs, ratios, strict=True)
-    )
-    print(f"  each pair, flavours load / DuckDB alone: {runs}")
-    print(f"  each pair, landed -> dim_customer / DuckDB alone: {dim_runs}")
+
+    def each_pair(span: str) -> str:
+        return ", ".join(
+            f"{run[span]:.1f}/{base.wall_s:.1f} s = {run[span] / base.wall_s:.2f}x"
+            for base, run in pairs
+        )
+
+    print(f"  each pair, flavours load / DuckDB alone: {each_pair('process_wall_s')}")
+    print(f"  each pair, landed -> dim_customer / DuckDB alone: {each_pair('to_dimension_s')}")
     print(
         f"  flavours load / DuckDB alone, median pair: {ratio:.2f}x (target <= 4x); "
         f"in CPU seconds (user + system): {cpu_ratio:.2f}x"

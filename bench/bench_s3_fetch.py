@@ -23,7 +23,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,12 +35,6 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_load import generate  # noqa: E402
 from connector import devtools  # noqa: E402
 from connector.landing import READ_CONCURRENCY, LandingStore  # noqa: E402
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 class DelayProxy:
@@ -105,26 +98,15 @@ def main() -> None:
     # a SIGTERM unwinds through the finally below, which stops moto and the proxy
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{Path(__file__).name}: terminated"))
 
-    import boto3
-
     work = Path(tempfile.mkdtemp(prefix="flavours-bench-s3-"))
-    port = devtools.free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = devtools.start(
-        [str(devtools.BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        {**os.environ, **CREDENTIALS},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    s3 = devtools.start_s3_server()
     proxy = None
     try:
-        devtools.wait_healthy(endpoint, moto)
-        os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="landing")
-        url = "s3://landing/flavours"
+        os.environ.update(s3.env)
+        url = f"s3://{s3.new_bucket()}/flavours"
         generate(url, args.objects, args.objects, args.objects, seed=1)
 
-        proxy = DelayProxy(port, args.delay_ms / 1000)
+        proxy = DelayProxy(s3.port, args.delay_ms / 1000)
         os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{proxy.port}"
         store = LandingStore(url)
         keys = [obj.key for obj in store.list_objects("customers")]
@@ -165,7 +147,7 @@ def main() -> None:
     finally:
         if proxy is not None:
             proxy.close()
-        devtools.stop(moto)
+        devtools.stop(s3.proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

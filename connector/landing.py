@@ -129,7 +129,11 @@ class LandingStore:
         return sorted(found, key=lambda obj: obj.key)
 
     def read_object(self, key: str) -> bytes:
-        """The uncompressed bytes of one landed object (on object storage: one GET)."""
+        """The uncompressed bytes of one landed object (on object storage: one GET).
+
+        Strict, for tools and tests: a damaged gzip object raises. The loader reads through
+        ``map_object``, which salvages such an object instead.
+        """
         data = self.fs.cat_file(self._path(key))
         return gzip.decompress(data) if key.endswith(".gz") else data
 

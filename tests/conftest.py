@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from connector import create_app
-from connector.devtools import free_port
+from connector.devtools import S3Server, free_port, start_s3_server
 from connector.devtools import stop as stop_process
 from connector.landing import LandingStore
 
@@ -96,54 +95,6 @@ def landed_lines(url: str, prefix: str = "customers") -> list[dict]:
 # -- moto's S3 server ------------------------------------------------------------------------------
 
 
-@dataclass
-class S3Server:
-    endpoint: str
-    proc: subprocess.Popen
-    env: dict[str, str]
-
-    def new_bucket(self) -> str:
-        import boto3
-
-        name = f"landing-{uuid.uuid4().hex[:12]}"
-        boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials()).create_bucket(
-            Bucket=name
-        )
-        return name
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-        "region_name": "us-east-1",
-    }
-
-
-def start_s3_server() -> S3Server:
-    """Start moto's S3 server in its own process group on loopback and wait until it answers."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(endpoint), what="moto server")
-    except BaseException:
-        stop_process(proc)
-        raise
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    return S3Server(endpoint, proc, env)
-
-
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 server in its own process on loopback (so tests can freeze it)."""
@@ -160,14 +111,6 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     return s3_server
-
-
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=0.5)
-    except requests.RequestException:
-        return False
-    return True
 
 
 # -- the receiver under gunicorn -------------------------------------------------------------------
