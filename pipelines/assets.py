@@ -41,6 +41,7 @@ from pipelines.loading import (
     warehouse_lock,
 )
 from pipelines.resources import FlavoursSettings
+from pipelines.run_logs import project_logs_in_run
 from warehouse import runner
 
 PREVIEW_ROWS = 10
@@ -96,7 +97,7 @@ def raw_tables(
     """Load every landed object not yet in the manifest, exactly once (pipelines.loading)."""
     settings = flavours.get()
     store = LandingStore(settings.landing_url, settings.landing_compression)
-    with warehouse_lock(settings):
+    with project_logs_in_run(context, settings.log_level), warehouse_lock(settings):
         started = time.perf_counter()
         pipeline = make_pipeline(settings)
         objects = pending_objects(pipeline, store)
@@ -150,7 +151,11 @@ def _model_asset(name: str, schema: str, deps: list[AssetKey], description: str)
 
     def run(context: AssetExecutionContext, flavours: FlavoursSettings, full_refresh: bool):
         settings = flavours.get()
-        with warehouse_lock(settings), runner.connect(settings.warehouse) as con:
+        with (
+            project_logs_in_run(context, settings.log_level),
+            warehouse_lock(settings),
+            runner.connect(settings.warehouse) as con,
+        ):
             if full_refresh:
                 context.log.warning("full refresh: dropping staging, analytics and meta state")
                 runner.drop_derived_state(con)

@@ -5,7 +5,6 @@ a throwaway instance.
 """
 
 import gc
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,6 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from connector.logs import PROJECT_LOGGERS
 from connector.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.resources import FlavoursSettings
@@ -53,32 +51,6 @@ class LoadSummary:
                 else "FAILED: " + ", ".join(self.checks_failed)
             ),
         ]
-
-
-MANAGED_PYTHON_LOGS = {"python_logs": {"managed_python_loggers": list(PROJECT_LOGGERS)}}
-"""Instance settings that route this project's Python loggers into Dagster's run logs.
-
-The loader's warnings (a damaged object, rows of an interrupted load) come from Python
-loggers, some in worker threads. Managed, they appear among the run's own log lines, with the
-step that logged them. An instance in ``$DAGSTER_HOME`` takes the same from its
-``dagster.yaml`` (README, "Operating it"). Dagster's own ``python_log_level`` setting is not
-used: it sets the loggers' levels for the rest of the process (``project_log_level`` sets
-them for the run only).
-"""
-
-
-@contextmanager
-def project_log_level(level: str) -> Iterator[None]:
-    """This project's loggers at ``level`` (``FLAVOURS_LOG_LEVEL``) during the block."""
-    loggers = [logging.getLogger(name) for name in PROJECT_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(level.upper())
-    try:
-        yield
-    finally:
-        for logger, before in zip(loggers, levels, strict=True):
-            logger.setLevel(before)
 
 
 RARE_COLLECTION_THRESHOLD = 50_000
@@ -123,11 +95,9 @@ def run_load(
         "loggers": {"console": {"config": {"log_level": settings.log_level.upper()}}},
     }
     instance = (
-        DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else DagsterInstance.ephemeral(settings=MANAGED_PYTHON_LOGS)
+        DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     )
-    with instance, project_log_level(settings.log_level):
+    with instance:
         result = job.execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=True
         )

@@ -20,9 +20,17 @@ from dagster import DagsterInstance
 from connector.landing import LandingStore
 from connector.logs import PROJECT_LOGGERS
 from connector.settings import Settings
+from pipelines.definitions import build_definitions
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
-from pipelines.run import RARE_COLLECTION_THRESHOLD, STAGING_OP, one_shot_collector, run_load
+from pipelines.resources import FlavoursSettings
+from pipelines.run import (
+    LOAD_OP,
+    RARE_COLLECTION_THRESHOLD,
+    STAGING_OP,
+    one_shot_collector,
+    run_load,
+)
 from tests.conftest import VENV_BIN, stop_process
 from tests.landing_helpers import EXAMPLE, customer_event, days_ago, envelope, land
 from tests.pipelines.conftest import load, query
@@ -350,6 +358,61 @@ def test_a_damaged_gzip_object_loads_what_decompresses_and_later_loads_go_on(set
         assert cut_short.decode(errors="replace") in rejected_in_truncated[0]
     assert len(rejected) == len(rejected_in_truncated) + 1
     assert gzip.decompress(compressed).startswith(readable)
+
+
+def _loader_lines_in_run_log(settings: Settings, managed: list[str]) -> dict[str, list]:
+    """Run the job on one damaged gzip object under an instance that manages the Python
+    loggers ``managed``; the run's log entries of the loader's warning and its progress line."""
+    store = LandingStore(settings.landing_url, compression="gzip")
+    key = land(store, [envelope(customer_event("c1"))])
+    (Path(settings.landing_url) / key).write_bytes(b"not gzip at all\n")
+    flavours = FlavoursSettings(
+        landing_url=settings.landing_url, warehouse=settings.warehouse, dlt_dir=settings.dlt_dir
+    )
+    job = build_definitions(flavours).resolve_job_def("flavours_job")
+    # as an instance in $DAGSTER_HOME with (or without) python_logs in its dagster.yaml
+    python_logs = {"python_logs": {"managed_python_loggers": managed}}
+    with DagsterInstance.ephemeral(settings=python_logs) as instance:
+        result = job.execute_in_process(instance=instance)
+        entries = instance.all_logs(result.run_id)
+    assert result.success
+    found = {
+        "warning": f"landed object {key} is damaged gzip",
+        "progress": "parsed 1 landed objects",
+    }
+    return {
+        name: [(entry.step_key, entry.level) for entry in entries if text in entry.user_message]
+        for name, text in found.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "managed",
+    [[], list(PROJECT_LOGGERS), ["root"], ["connector.landing", "pipelines.landing_source"]],
+    ids=["not-managed", "project-managed", "root-managed", "modules-managed"],
+)
+def test_the_loaders_log_lines_are_in_the_run_log_once_whatever_the_instance_manages(
+    settings, managed
+):
+    handlers = [logging.getLogger(name).handlers[:] for name in PROJECT_LOGGERS]
+    levels = [logging.getLogger(name).level for name in PROJECT_LOGGERS]
+
+    lines = _loader_lines_in_run_log(settings, managed)
+
+    assert lines == {
+        "warning": [(LOAD_OP, logging.WARNING)],
+        "progress": [(LOAD_OP, logging.INFO)],  # FLAVOURS_LOG_LEVEL's default, INFO
+    }
+    assert [logging.getLogger(name).handlers for name in PROJECT_LOGGERS] == handlers
+    assert [logging.getLogger(name).level for name in PROJECT_LOGGERS] == levels
+
+
+def test_flavours_log_level_sets_which_loader_lines_reach_the_run_log(settings, monkeypatch):
+    monkeypatch.setenv("FLAVOURS_LOG_LEVEL", "WARNING")
+
+    lines = _loader_lines_in_run_log(settings, managed=[])
+
+    assert lines == {"warning": [(LOAD_OP, logging.WARNING)], "progress": []}
 
 
 def test_rows_committed_by_an_interrupted_load_are_not_duplicated(settings, store):
