@@ -54,7 +54,7 @@ S3_TIMEOUTS = {"connect_timeout": 3, "read_timeout": 5, "retries": {"max_attempt
 
 
 class LandingError(RuntimeError):
-    """The landing store could not make a batch durable."""
+    """The landing store could not make a batch durable, or could not read a landed object."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class LandingStore:
         Strict, for tools and tests: a damaged gzip object raises. The loader reads through
         ``map_object``, which salvages such an object instead.
         """
-        data = self.fs.cat_file(self._path(key))
+        data = self._fetch(key)
         return gzip.decompress(data) if key.endswith(".gz") else data
 
     def map_object(self, key: str) -> bytes | mmap.mmap:
@@ -150,7 +150,7 @@ class LandingStore:
         A damaged gzip object does not stop the load: see ``gunzip_salvaging``.
         """
         if not self.is_local or key.endswith(".gz"):
-            data = self.fs.cat_file(self._path(key))
+            data = self._fetch(key)
             return gunzip_salvaging(key, data) if key.endswith(".gz") else data
         with open(self._path(key), "rb") as handle:
             if os.fstat(handle.fileno()).st_size < MAP_MIN_BYTES:
@@ -167,6 +167,20 @@ class LandingStore:
         workers = min(READ_CONCURRENCY, len(keys))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flavours-fetch") as pool:
             return list(pool.map(self.map_object, keys))
+
+    def _fetch(self, key: str) -> bytes:
+        """The stored bytes of one landed object, or ``LandingError`` naming it.
+
+        On object storage this is one GET. While the store answers ``503 SlowDown`` or times
+        out, botocore and s3fs retry it with backoff (against moto: 15 attempts over ~11 s)
+        before the error is raised.
+        """
+        try:
+            return self.fs.cat_file(self._path(key))
+        except OSError as exc:
+            raise LandingError(
+                f"could not read landed object {key} from {self.url}: {exc}"
+            ) from exc
 
     def iter_lines(self, key: str) -> Iterator[bytes]:
         """The lines of one landed object, without newlines (for tests and tools)."""
