@@ -228,6 +228,10 @@ def run_dev(
 
     Without ``FLAVOURS_WEBHOOK_TOKEN`` (and without ``--insecure``) a token is generated for
     this run and the webhook URL printed, so a local setup is never an open endpoint.
+
+    Ctrl-C (SIGINT) and SIGTERM both stop the two children, each in its own process group,
+    even when this process inherited SIGINT as ignored (started with ``&`` from a script):
+    otherwise a signal would end this process alone and leave them running.
     """
     env = dict(os.environ)
     home = Path(env.setdefault("DAGSTER_HOME", str(Path("data/dagster_home").resolve())))
@@ -239,19 +243,25 @@ def run_dev(
     echo(f"webhooks: http://{host}:{port}/webhooks/flavours/customers{query}")
     echo(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops both)")
     serve = [str(BIN / "flavours"), "serve", "--host", host, "--port", str(port)]
-    children = [
-        start([*serve, *(["--insecure"] if insecure else [])], env),
-        start(
-            [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-p", str(dagster_port)],
-            env,
-        ),
-    ]
+    dagster = [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-p", str(dagster_port)]
+    children: list[subprocess.Popen] = []
+    stopping = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        children.append(start([*serve, *(["--insecure"] if insecure else [])], env))
+        children.append(start(dagster, env))
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
+        for sig in stopping:  # a second Ctrl-C must not cut the stopping short
+            signal.signal(sig, signal.SIG_IGN)
         for child in children:
             stop(child)
-    return max(child.returncode or 0 for child in children)
+        for sig, handler in stopping.items():
+            signal.signal(sig, handler)
+    return max((child.returncode or 0 for child in children), default=0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)

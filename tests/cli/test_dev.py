@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,6 +47,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def kill_process_groups(pids: set[int]) -> None:
+    """SIGKILL the process group of each of ``pids`` still alive (``flavours dev`` starts each
+    child in its own group)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
 def answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).ok
@@ -53,8 +62,18 @@ def answers(url: str) -> bool:
         return False
 
 
+def ignore_sigint() -> None:
+    """As a process started with ``&`` from a non-interactive shell begins."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
-def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
+@pytest.mark.parametrize(
+    ("stop_signal", "preexec_fn"),
+    [(signal.SIGINT, None), (signal.SIGINT, ignore_sigint), (signal.SIGTERM, None)],
+    ids=["ctrl-c", "ctrl-c-after-starting-with-sigint-ignored", "sigterm"],
+)
+def test_one_signal_stops_receiver_and_dagster_dev(tmp_path, stop_signal, preexec_fn):
     receiver_port, dagster_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k != "FLAVOURS_WEBHOOK_TOKEN"},
@@ -77,8 +96,10 @@ def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=preexec_fn,
         text=True,
     )
+    started: set[int] = set()
     try:
         wait_until(
             lambda: answers(f"http://127.0.0.1:{receiver_port}/healthz"),
@@ -100,7 +121,7 @@ def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
         assert requests.post(url, json={"xid": "x"}, timeout=5).status_code == 202
 
         interrupted = time.monotonic()
-        dev.send_signal(signal.SIGINT)
+        dev.send_signal(stop_signal)
         dev.wait(timeout=60)
         # Both children stopped on SIGTERM: nobody waited for the SIGKILL escalation.
         assert time.monotonic() - interrupted < STOP_TIMEOUT_S
@@ -108,5 +129,8 @@ def test_one_ctrl_c_stops_receiver_and_dagster_dev(tmp_path):
             lambda: not any(alive(pid) for pid in started), timeout=30, what="every child to exit"
         )
     finally:
+        # when the behaviour under test breaks, its children must not outlive the test
+        leftovers = started | (descendants(dev.pid) if dev.poll() is None else set())
         stop_process(dev)
+        kill_process_groups(leftovers)
     assert not answers(f"http://127.0.0.1:{receiver_port}/healthz")
