@@ -85,12 +85,18 @@ def serve(
 )
 def load(full_refresh: bool) -> None:
     """Load new landed objects and update the customer models, once, in process."""
-    from pipelines.run import one_shot_collector, run_load
+    from pipelines.run import failure_reason, one_shot_collector, run_load
 
     settings = load_settings()
     click.echo(f"loading {settings.landing_url} into {settings.warehouse}", err=True)
     with one_shot_collector():
-        _, summary = run_load(settings, full_refresh=full_refresh)
+        try:
+            _, summary = run_load(settings, full_refresh=full_refresh)
+        except Exception as exc:
+            # Dagster's log above has the failed step and its stack trace
+            raise click.ClickException(
+                f"load failed: {failure_reason(exc)}. Re-running is safe once the cause is fixed."
+            ) from exc
         for line in summary.lines():
             click.echo(line)
     if summary.checks_failed:

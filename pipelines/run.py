@@ -104,6 +104,29 @@ def run_load(
     return result, summarise(settings, result)
 
 
+PROJECT_PACKAGES = ("connector.", "pipelines.", "warehouse.")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a load failed, from the exception ``run_load`` raised.
+
+    dlt and Dagster wrap the cause in long messages of their own. This follows the chain of
+    explicit causes (``raise ... from``, and dlt's ``PipelineStepFailed.exception``) and names
+    the first exception that this project raised (it says which object or model), else the
+    innermost one.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        inner = getattr(current, "exception", None)  # dlt's PipelineStepFailed keeps it here
+        current = current.__cause__ or (inner if isinstance(inner, BaseException) else None)
+    ours = [error for error in chain if type(error).__module__.startswith(PROJECT_PACKAGES)]
+    reason = (ours or chain)[0 if ours else -1]
+    text = " ".join(str(reason).split()) or "(no message)"
+    return f"{type(reason).__name__}: {text}"
+
+
 def summarise(settings: Settings, result: ExecuteInProcessResult) -> LoadSummary:
     """Counts from the run's materializations and the warehouse."""
     loaded = {"landed_objects_loaded": 0, "lines_loaded": 0}
