@@ -2,7 +2,7 @@
 
 ``FlavoursSettings`` resolves the ``FLAVOURS_*`` settings when a run or sensor evaluation asks
 for them (never at import), so one code location serves any environment; fields set on the
-resource (tests, ``flavours load --warehouse``) override the environment.
+resource (tests, ``flavours load``) override the environment.
 """
 
 from dagster import ConfigurableResource
@@ -16,6 +16,13 @@ class FlavoursSettings(ConfigurableResource):
     landing_url: str | None = None
     warehouse: str | None = None
     dlt_dir: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> "FlavoursSettings":
+        """The resource that resolves to ``settings``' landing store, warehouse and dlt folder."""
+        return cls(
+            landing_url=settings.landing_url, warehouse=settings.warehouse, dlt_dir=settings.dlt_dir
+        )
 
     def get(self) -> Settings:
         """The connector settings, environment first, then this resource's overrides."""

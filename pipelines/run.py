@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
+from connector.logs import PROJECT_LOGGERS
 from connector.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.resources import FlavoursSettings
@@ -85,9 +86,7 @@ def run_load(
     settings: Settings, full_refresh: bool = False
 ) -> tuple[ExecuteInProcessResult, LoadSummary]:
     """Materialize every asset once (checks included) and summarise."""
-    flavours = FlavoursSettings(
-        landing_url=settings.landing_url, warehouse=settings.warehouse, dlt_dir=settings.dlt_dir
-    )
+    flavours = FlavoursSettings.of(settings)
     job = build_definitions(flavours).resolve_job_def("flavours_job")
     run_config = {
         "ops": {STAGING_OP: {"config": {"full_refresh": full_refresh}}},
@@ -104,16 +103,13 @@ def run_load(
     return result, summarise(settings, result)
 
 
-PROJECT_PACKAGES = ("connector.", "pipelines.", "warehouse.")
-
-
 def failure_reason(exc: BaseException) -> str:
     """One line saying why a load failed, from the exception ``run_load`` raised.
 
     dlt and Dagster wrap the cause in long messages of their own. This follows the chain of
     explicit causes (``raise ... from``, and dlt's ``PipelineStepFailed.exception``) and names
-    the first exception that this project raised (it says which object or model), else the
-    innermost one.
+    the first exception this project's packages raised (a ``LandingError`` names the object it
+    could not read), else the innermost one.
     """
     chain: list[BaseException] = []
     current: BaseException | None = exc
@@ -121,8 +117,9 @@ def failure_reason(exc: BaseException) -> str:
         chain.append(current)
         inner = getattr(current, "exception", None)  # dlt's PipelineStepFailed keeps it here
         current = current.__cause__ or (inner if isinstance(inner, BaseException) else None)
-    ours = [error for error in chain if type(error).__module__.startswith(PROJECT_PACKAGES)]
-    reason = (ours or chain)[0 if ours else -1]
+    # the project's loggers are named after its packages
+    ours = [error for error in chain if type(error).__module__.split(".")[0] in PROJECT_LOGGERS]
+    reason = ours[0] if ours else chain[-1]
     text = " ".join(str(reason).split()) or "(no message)"
     return f"{type(reason).__name__}: {text}"
 

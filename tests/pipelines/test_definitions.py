@@ -50,9 +50,7 @@ def test_assets_are_grouped_by_schema_and_described():
 
 
 def _evaluate(settings, cursor=None):
-    flavours = FlavoursSettings(
-        landing_url=settings.landing_url, warehouse=settings.warehouse, dlt_dir=settings.dlt_dir
-    )
+    flavours = FlavoursSettings.of(settings)
     with DagsterInstance.ephemeral() as instance:
         context = build_sensor_context(
             instance=instance,

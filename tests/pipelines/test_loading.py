@@ -366,9 +366,7 @@ def _loader_lines_in_run_log(settings: Settings, managed: list[str]) -> dict[str
     store = LandingStore(settings.landing_url, compression="gzip")
     key = land(store, [envelope(customer_event("c1"))])
     (Path(settings.landing_url) / key).write_bytes(b"not gzip at all\n")
-    flavours = FlavoursSettings(
-        landing_url=settings.landing_url, warehouse=settings.warehouse, dlt_dir=settings.dlt_dir
-    )
+    flavours = FlavoursSettings.of(settings)
     job = build_definitions(flavours).resolve_job_def("flavours_job")
     # as an instance in $DAGSTER_HOME with (or without) python_logs in its dagster.yaml
     python_logs = {"python_logs": {"managed_python_loggers": managed}}
