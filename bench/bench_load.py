@@ -183,7 +183,7 @@ def load_env(work: Path, name: str, landing: str) -> dict[str, str]:
     return {
         **os.environ,
         "FLAVOURS_LANDING_URL": landing,
-        "FLAVOURS_WAREHOUSE": str(work / f"{name}.duckdb"),
+        "FLAVOURS_WAREHOUSE": str(work / f"{name}.sqlite"),
         "FLAVOURS_DLT_DIR": str(work / f"{name}-dlt"),
         "FLAVOURS_LOG_LEVEL": os.environ.get("FLAVOURS_LOG_LEVEL", "WARNING"),
     }
@@ -253,7 +253,8 @@ def main() -> None:
             # the last full load stays: it is the history of the incremental runs below
             if attempt > 1:
                 shutil.rmtree(work / "history-dlt", ignore_errors=True)
-                for leftover in work.glob("history.duckdb*"):
+                shutil.rmtree(work / "history.files", ignore_errors=True)
+                for leftover in work.glob("history.sqlite*"):
                     leftover.unlink()
             full_runs.append(flavours_load(work, "history", history))
             assert full_runs[-1]["summary"]["raw_events"] == events, full_runs[-1]["summary"]

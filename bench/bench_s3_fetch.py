@@ -121,7 +121,7 @@ def main() -> None:
 
         settings = Settings(
             landing_url=url,
-            warehouse=str(work / "w.duckdb"),
+            warehouse=str(work / "w.sqlite"),
             dlt_dir=str(work / "dlt"),
             log_level=os.environ.get("FLAVOURS_LOG_LEVEL", "WARNING"),
         )

@@ -1,4 +1,4 @@
-"""The ``flavours`` command line: serve, load, send, demo.
+"""The ``flavours`` command line: serve, load, sql, send, demo, dev.
 
 Settings come from ``FLAVOURS_*`` variables (and ``.env``); options here override a few of them.
 """
@@ -86,9 +86,14 @@ def serve(
 def load(full_refresh: bool) -> None:
     """Load new landed objects and update the customer models, once, in process."""
     from pipelines.run import failure_reason, one_shot_collector, run_load
+    from warehouse.lake import Lake, WarehouseError
 
     settings = load_settings()
-    click.echo(f"loading {settings.landing_url} into {settings.warehouse}", err=True)
+    try:
+        target = Lake.of(settings).describe()
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"loading {settings.landing_url} into {target}", err=True)
     with one_shot_collector():
         try:
             _, summary = run_load(settings, full_refresh=full_refresh)
@@ -204,6 +209,73 @@ def dev(host: str, port: int, insecure: bool, dagster_port: int) -> None:
 
     settings = load_settings()
     raise SystemExit(run_dev(settings, host, port, insecure, dagster_port, echo=click.echo))
+
+
+@main.command()
+@click.argument("query", required=False)
+@click.option("--csv", "as_csv", is_flag=True, help="Every row as CSV (with a header) instead.")
+@click.option(
+    "--max-rows",
+    default=40,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Rows the table shows (the CSV has them all).",
+)
+@click.option(
+    "--duckdb-cli",
+    is_flag=True,
+    help="Print the statements that open the same read-only view in the DuckDB CLI.",
+)
+def sql(query: str | None, as_csv: bool, max_rows: int, duckdb_cli: bool) -> None:
+    """Run a read-only QUERY on the warehouse's last published state and print the result.
+
+    ``analytics.*``, ``staging.*`` and ``raw.*`` are there by those names; QUERY ``-`` reads it
+    from standard input. Never blocks or disturbs a load.
+    """
+    import duckdb
+
+    from warehouse.lake import WarehouseError, connect_reader, reader_statements
+
+    settings = load_settings()
+    if duckdb_cli:
+        try:
+            click.echo(";\n".join(reader_statements(settings)) + ";")
+        except WarehouseError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
+    if query is None:
+        raise click.UsageError("give a QUERY (or - to read it from standard input)")
+    if query == "-":
+        query = sys.stdin.read()
+    try:
+        with connect_reader(settings) as con:
+            relation = con.sql(query)
+            if relation is None:
+                return
+            if as_csv:
+                _write_csv(relation)
+            else:
+                relation.show(max_rows=max_rows, max_width=_terminal_width())
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+    except duckdb.Error as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+def _write_csv(relation) -> None:
+    """Stream ``relation`` to standard output as CSV, batch by batch."""
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(relation.columns)
+    while batch := relation.fetchmany(10_000):
+        writer.writerows(batch)
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((160, 40)).columns
 
 
 def _with_token(url: str, token: str | None) -> str:

@@ -194,9 +194,9 @@ def run_demo(
 
 def show_results(settings: Settings, echo: Callable[[str], None]) -> None:
     """Print a few current customers and the daily report from the warehouse."""
-    from warehouse import runner
+    from warehouse import connect_reader
 
-    with runner.connect(settings.warehouse, read_only=True) as con:
+    with connect_reader(settings) as con:
         echo("4. a few current customers (analytics.dim_customer_current)")
         echo(
             str(
@@ -210,8 +210,8 @@ def show_results(settings: Settings, echo: Callable[[str], None]) -> None:
         echo("5. the last days of analytics.rpt_customer_daily")
         echo(str(con.sql("select * from analytics.rpt_customer_daily order by day desc limit 7")))
     echo(
-        'Explore the tables: .venv/bin/python -c "import duckdb; duckdb.connect('
-        f"'{settings.warehouse}', read_only=True).sql('from analytics.dim_customer').show()\"\n"
+        "Explore the tables: .venv/bin/flavours sql 'from analytics.dim_customer limit 10' "
+        "(or, in Python, `from warehouse import connect_reader`).\n"
         "See the runs, the asset graph and the checks: make serve (Dagster UI on :3000)."
     )
 

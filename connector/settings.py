@@ -41,7 +41,21 @@ class Settings(BaseSettings):
         le=9,
         description="Longest a webhook waits for its batch to be durable before answering 503.",
     )
-    warehouse: str = Field("./data/warehouse.duckdb", description="DuckDB warehouse file.")
+    warehouse: str = Field(
+        "./data/warehouse.sqlite",
+        description="Warehouse (DuckLake) catalog: a SQLite file or a postgresql:// URL.",
+    )
+    warehouse_data_url: str | None = Field(
+        None,
+        description="Where the warehouse's Parquet files go: a folder or s3://bucket/prefix "
+        "(default: <catalog>.files/ beside a SQLite catalog).",
+    )
+    warehouse_retention_hours: float = Field(
+        24,
+        gt=0,
+        description="Snapshots (and their files) are kept this long: a reader's connection and "
+        "time travel stay valid at least that long.",
+    )
     dlt_dir: str = Field(
         "./data/dlt", description="dlt working folder (pending load packages survive crashes)."
     )

@@ -30,6 +30,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from pydantic import Field
 
 from connector.landing import LandingStore
+from connector.settings import Settings
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import (
     DATASET,
@@ -42,7 +43,7 @@ from pipelines.loading import (
 )
 from pipelines.resources import FlavoursSettings
 from pipelines.run_logs import project_logs_in_run
-from warehouse import runner
+from warehouse import lake, runner
 
 PREVIEW_ROWS = 10
 VARCHAR = duckdb.sqltype("VARCHAR")
@@ -122,7 +123,8 @@ def raw_tables(
             "lines_loaded": sum(tally.lines.values()),
             "rows_discarded_from_interrupted_load": discarded,
         }
-        with runner.connect(settings.warehouse, read_only=False) as con:
+        with lake.connect(settings) as con:
+            publish_when_complete(context, con, settings, "load_landed_objects")
             for result in results:
                 table = f"{DATASET}.{result.asset_key.path[-1]}"
                 yield MaterializeResult(
@@ -154,7 +156,7 @@ def _model_asset(name: str, schema: str, deps: list[AssetKey], description: str)
         with (
             project_logs_in_run(context, settings.log_level),
             warehouse_lock(settings),
-            runner.connect(settings.warehouse) as con,
+            lake.connect(settings) as con,
         ):
             if full_refresh:
                 context.log.warning("full refresh: dropping staging, analytics and meta state")
@@ -171,6 +173,7 @@ def _model_asset(name: str, schema: str, deps: list[AssetKey], description: str)
                 f"{result.table}: {result.rows_written} rows written, {result.rows} rows, "
                 f"{result.seconds:.2f} s"
             )
+            publish_when_complete(context, con, settings, result.table)
             rebuilt = (
                 {}
                 if result.rebuilt_from_version is None
@@ -226,7 +229,7 @@ def table_metadata(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]
 
     The preview's values are text, so that every DuckDB type shows as DuckDB prints it.
     """
-    relation = con.table(table)
+    relation = runner.relation(con, table)
     ((rows,),) = relation.count("*").fetchall()
     columns = [
         TableColumn(name=name, type=str(dtype))
@@ -248,3 +251,23 @@ def table_metadata(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]
             schema=TableSchema(columns=[TableColumn(name=c.name, type="string") for c in columns]),
         ),
     }
+
+
+def publish_when_complete(
+    context: AssetExecutionContext, con: duckdb.DuckDBPyConnection, settings: Settings, step: str
+) -> None:
+    """Publish the warehouse's state to readers when staging and analytics show one state (after
+    a load, and after the last model of a run), then compact and expire old snapshots.
+
+    Readers attach the last published snapshot, so they never see a run's models half-way.
+    """
+    if not runner.derived_state_complete(con):
+        context.log.debug(f"after {step}: analytics not caught up with staging, not published yet")
+        return
+    started = time.perf_counter()
+    snapshot = lake.publish(con, step)
+    lake.maintain(con, lake.Lake.of(settings))
+    context.log.info(
+        f"published warehouse snapshot {snapshot} to readers "
+        f"(with maintenance, {time.perf_counter() - started:.2f} s)"
+    )

@@ -18,7 +18,7 @@ from dagster import (
 
 from pipelines.loading import warehouse_lock
 from pipelines.resources import FlavoursSettings
-from warehouse import runner
+from warehouse import lake, runner
 
 DIM_CUSTOMER = AssetKey(["analytics", "dim_customer"])
 STAGING = AssetKey(["staging", "stg_customer_events"])
@@ -52,7 +52,7 @@ STRUCTURAL_CHECKS = {
 def dimension_checks(context: AssetCheckExecutionContext, flavours: FlavoursSettings):
     """Run the warehouse's structural checks; a failure is an error with offending rows."""
     settings = flavours.get()
-    with warehouse_lock(settings), runner.connect(settings.warehouse, read_only=False) as con:
+    with warehouse_lock(settings), lake.connect(settings) as con:
         for check_key in context.selected_asset_check_keys:
             result = runner.run_check(con, check_key.name)
             yield AssetCheckResult(
@@ -91,10 +91,10 @@ WARNING_CHECKS = {
 def input_warnings(context: AssetCheckExecutionContext, flavours: FlavoursSettings):
     """Warn (never block) when rejected events or delivery errors are present."""
     settings = flavours.get()
-    with warehouse_lock(settings), runner.connect(settings.warehouse, read_only=False) as con:
+    with warehouse_lock(settings), lake.connect(settings) as con:
         for check_key in context.selected_asset_check_keys:
             _, table, description = WARNING_CHECKS[check_key.name]
-            relation = con.table(table)
+            relation = runner.relation(con, table)
             ((rows,),) = relation.count("*").fetchall()
             yield AssetCheckResult(
                 asset_key=check_key.asset_key,

@@ -19,20 +19,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dlt
 import pyarrow as pa
+from dlt.common.configuration.specs import AwsCredentials, ConnectionStringCredentials
+from dlt.common.storages.configuration import FilesystemConfiguration
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
-from filelock import FileLock
+from dlt.destinations.impl.ducklake.configuration import DuckLakeCredentials
 
 from connector.landing import REJECTED_PREFIX, LandedObject, LandingStore
 from connector.settings import Settings
 from pipelines.landing_source import LoadTally
+from warehouse.lake import (
+    LAKE,
+    METADATA_SCHEMA,
+    Lake,
+    S3Credentials,
+    connection_config,
+    open_lake,
+    writer_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +50,14 @@ MODELLED_TOPICS = ("customers", "errors")
 LOADED_PREFIXES = (*MODELLED_TOPICS, *(f"{REJECTED_PREFIX}/{topic}" for topic in MODELLED_TOPICS))
 RAW_TABLES = ("customer_events", "customer_events_rejected", "delivery_errors")
 MANIFEST_TABLE = "landed_objects"
-LOCK_TIMEOUT_S = 15 * 60
 
 
 def make_pipeline(settings: Settings) -> dlt.Pipeline:
-    """The dlt pipeline ``flavours`` into the DuckDB file ``FLAVOURS_WAREHOUSE``, dataset raw."""
-    warehouse = Path(settings.warehouse)
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    """The dlt pipeline ``flavours`` into the warehouse's DuckLake (``warehouse.lake``), dataset
+    raw."""
+    lake = Lake.of(settings)
+    # the lake's options (its files' compression) are set before dlt writes the first file
+    open_lake(lake).close()
     # dlt's own columns: every raw row carries the id of the load that committed it.
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
     # dlt's parquet files live only until DuckDB has read them, so a loaded package is deleted
@@ -61,28 +70,44 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
     # the parse workers and finished alone on one core (measured, 1M events: extract
     # 6.73 -> 6.31 s on average, faster in each of 6 alternating pairs).
     dlt.config["extract.next_item_mode"] = "fifo"
-    credentials = DuckDbCredentials(str(warehouse))
+    if lake.on_postgres:
+        catalog = ConnectionStringCredentials(lake.catalog)
+    else:
+        catalog = ConnectionStringCredentials({"drivername": "sqlite", "database": lake.catalog})
+    storage = FilesystemConfiguration(
+        bucket_url=lake.data_url, credentials=_aws_credentials() if lake.on_s3 else None
+    )
+    credentials = DuckLakeCredentials(
+        ducklake_name=LAKE, metadata_schema=METADATA_SCHEMA, catalog=catalog, storage=storage
+    )
     # Appends need no order among their rows; letting DuckDB insert in parallel halves the
-    # load of a large package (measured: 1M events, 9.0 s -> 4.9 s). Raw text (payloads above
-    # all) is stored zstd-compressed: DuckDB's default dictionary/FSST analysis costs more CPU
-    # and stores twice the bytes (measured: 1M events, insert 5.2 s -> 3.5 s, 302 -> 169 MB).
-    # Both settings are global to the database instance dlt opens, which it closes after the load.
-    credentials.global_config = {"preserve_insertion_order": False, "force_compression": "zstd"}
+    # load of a large package (measured: 1M events, 9.0 s -> 4.9 s).
+    credentials.global_config = {**connection_config(), "preserve_insertion_order": False}
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
-        destination=dlt.destinations.duckdb(credentials),
+        destination=dlt.destinations.ducklake(credentials),
         dataset_name=DATASET,
         pipelines_dir=settings.dlt_dir,
         progress=None,
     )
 
 
+def _aws_credentials() -> AwsCredentials:
+    """The warehouse's S3 credentials for dlt, from the same ``AWS_*`` variables as ours."""
+    s3 = S3Credentials.from_environment()
+    credentials = AwsCredentials()
+    credentials.aws_access_key_id = s3.key_id
+    credentials.aws_secret_access_key = s3.secret
+    credentials.aws_session_token = s3.session_token or None
+    credentials.region_name = s3.region
+    credentials.endpoint_url = s3.endpoint
+    return credentials
+
+
 @contextlib.contextmanager
 def warehouse_lock(settings: Settings) -> Iterator[None]:
     """Serialise writers of one warehouse (loads and model runs), across processes."""
-    lock_path = f"{os.path.abspath(settings.warehouse)}.lock"
-    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path, timeout=LOCK_TIMEOUT_S):
+    with writer_lock(Lake.of(settings)):
         yield
 
 

@@ -16,7 +16,7 @@ from connector.logs import PROJECT_LOGGERS
 from connector.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.resources import FlavoursSettings
-from warehouse import runner
+from warehouse import connect_reader
 
 LOAD_OP = "load_landed_objects"
 STAGING_OP = "staging__stg_customer_events"
@@ -135,7 +135,7 @@ def summarise(settings: Settings, result: ExecuteInProcessResult) -> LoadSummary
         for evaluation in result.get_asset_check_evaluations()
         if not evaluation.passed and evaluation.severity.value == "ERROR"
     ]
-    with runner.connect(settings.warehouse, read_only=True) as con:
+    with connect_reader(settings) as con:
 
         def count(sql: str) -> int:
             ((value,),) = con.sql(sql).fetchall()

@@ -1,16 +1,18 @@
-"""SQL models and asset checks that turn raw.customer_events into the customer dimension.
+"""The warehouse: a DuckLake (`warehouse.lake`) and the SQL models and asset checks that turn
+raw.customer_events into the customer dimension (`warehouse.runner`).
 
-See `warehouse.runner` for how the `.sql` files under `models/` and `checks/` are run.
+Readers: ``from warehouse import connect_reader; con = connect_reader()``.
 """
 
+from warehouse.lake import WarehouseError, connect, connect_reader
 from warehouse.runner import (
     CHECKS,
     MODELS,
     CheckResult,
     MissingRawEventsError,
     ModelResult,
-    connect,
     drop_derived_state,
+    relation,
     run_check,
     run_checks,
     run_model,
@@ -23,8 +25,11 @@ __all__ = [
     "CheckResult",
     "MissingRawEventsError",
     "ModelResult",
+    "WarehouseError",
     "connect",
+    "connect_reader",
     "drop_derived_state",
+    "relation",
     "run_check",
     "run_checks",
     "run_model",

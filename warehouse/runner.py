@@ -10,7 +10,9 @@ The first model records `MODELS_VERSION` in meta.models_version; when it finds d
 built by another version, it drops them first, so that they are rebuilt from raw, and its result
 says so (`ModelResult.rebuilt_from_version`).
 
-Reads no settings: callers pass an open DuckDB connection (`connect` opens one).
+The SQL is DuckDB's, run against the warehouse's DuckLake (`warehouse.lake`), which keeps no
+functions in its catalog: the macros the models share (`macros.sql`) are created in each session
+before a model runs. Reads no settings: callers pass an open connection (`warehouse.connect`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ PACKAGE_DIR = Path(__file__).parent
 MODELS_DIR = PACKAGE_DIR / "models"
 CHECKS_DIR = PACKAGE_DIR / "checks"
 FULL_REFRESH_SQL = PACKAGE_DIR / "maintenance" / "drop_derived_state.sql"
+MACROS_SQL = PACKAGE_DIR / "macros.sql"
 
 MODELS: tuple[str, ...] = (
     "stg_customer_events",
@@ -44,6 +47,9 @@ CHECKS: tuple[str, ...] = (
 )
 
 RAW_TABLE = "raw.customer_events"
+
+INCREMENTAL_MODELS: tuple[str, ...] = ("stg_customer_events", "dim_customer", "rpt_customer_daily")
+"""The models that keep a watermark in meta.model_watermarks (dim_customer_current is a view)."""
 
 MODELS_VERSION = 3
 """The version of the models' tables. Bump it when a model changes in a way that its existing
@@ -86,13 +92,9 @@ class CheckResult:
     sample: list[dict[str, Any]]
 
 
-def connect(
-    database: str | Path = ":memory:", *, read_only: bool = False
-) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB database with the session time zone set to UTC."""
-    con = duckdb.connect(str(database), read_only=read_only)
-    use_utc(con)
-    return con
+def relation(con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
+    """The relation of ``table`` (``schema.table``) in the connection's default database."""
+    return con.sql("from " + ".".join(f'"{part}"' for part in table.split(".")))
 
 
 def use_utc(con: duckdb.DuckDBPyConnection) -> None:
@@ -122,6 +124,7 @@ def check_path(name: str) -> Path:
 
 def run_model(con: duckdb.DuckDBPyConnection, name: str) -> ModelResult:
     """Bring one model's table up to date in its own transaction (rolled back on error)."""
+    model_path(name)  # an unknown name fails before anything runs
     use_utc(con)
     started = time.perf_counter()
     with _transaction(con):
@@ -182,6 +185,18 @@ def recorded_models_version(con: duckdb.DuckDBPyConnection) -> int | None:
     return version
 
 
+def derived_state_complete(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether every incremental model has consumed the staging batches staging has, so that
+    staging and analytics show one state (true before the first model run)."""
+    try:
+        watermarks = dict(
+            con.execute("select model, batch_id from meta.model_watermarks").fetchall()
+        )
+    except duckdb.CatalogException:
+        return True
+    return len({watermarks.get(model_table(name), 0) for name in INCREMENTAL_MODELS}) == 1
+
+
 def run_check(con: duckdb.DuckDBPyConnection, name: str, sample_size: int = 5) -> CheckResult:
     """Run one asset check and return how many rows offend, with a few of them."""
     # One execution: a relation would run the query again for the count and for the sample.
@@ -212,6 +227,8 @@ def _run_model_script(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, i
     """Run one model's script; return its rows written and the models version whose derived
     tables it dropped first (the first model only, when another version built them)."""
     if name != MODELS[0]:
+        # the macros read staging's bookkeeping tables, so they are bound after staging made them
+        _execute_script(con, MACROS_SQL)
         return _execute_script(con, model_path(name)), None
     _require_raw_events(con)
     recorded = recorded_models_version(con)
@@ -235,7 +252,7 @@ def _model_result(
     rebuilt_from_version: int | None,
 ) -> ModelResult:
     table = model_table(name)
-    ((rows,),) = con.table(table).count("*").fetchall()
+    ((rows,),) = relation(con, table).count("*").fetchall()
     return ModelResult(
         name=name,
         table=table,
@@ -266,7 +283,7 @@ def _statements(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[duckdb.Stat
 
 def _require_raw_events(con: duckdb.DuckDBPyConnection) -> None:
     try:
-        con.table(RAW_TABLE)
+        relation(con, RAW_TABLE)
     except duckdb.CatalogException as error:
         raise MissingRawEventsError(
             f"{RAW_TABLE} does not exist in this database: load the landed events first "

@@ -79,7 +79,7 @@ def test_one_signal_stops_receiver_and_dagster_dev(tmp_path, stop_signal, preexe
         **{k: v for k, v in os.environ.items() if k != "FLAVOURS_WEBHOOK_TOKEN"},
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "FLAVOURS_LANDING_URL": str(tmp_path / "landing"),
-        "FLAVOURS_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "FLAVOURS_WAREHOUSE": str(tmp_path / "warehouse.sqlite"),
         "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
     }
     dev = subprocess.Popen(

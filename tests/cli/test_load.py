@@ -12,7 +12,7 @@ def test_a_failed_load_ends_with_one_line_naming_the_cause(tmp_path):
     env = {
         **os.environ,
         "FLAVOURS_LANDING_URL": str(tmp_path / "landing"),
-        "FLAVOURS_WAREHOUSE": str(tmp_path / "not-a-folder" / "warehouse.duckdb"),
+        "FLAVOURS_WAREHOUSE": str(tmp_path / "not-a-folder" / "warehouse.sqlite"),
         "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
         "FLAVOURS_LOG_LEVEL": "WARNING",
     }

@@ -6,10 +6,11 @@ import json
 import os
 from collections import Counter
 
-import duckdb
 import pytest
 
+import warehouse
 from connector.sending import delivery_order, synthetic_events
+from connector.settings import Settings
 from tests.conftest import TOKEN, landed_lines, run_cli
 
 
@@ -99,7 +100,8 @@ def test_demo_runs_end_to_end_in_a_fresh_folder(tmp_path):
     assert "acked 211, failed 0" in result.stdout
     assert "checks                  all passed" in result.stdout
     assert "rpt_customer_daily" in result.stdout
-    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
+    demo_settings = Settings(warehouse=str(tmp_path / "data" / "warehouse.sqlite"))
+    with warehouse.connect_reader(demo_settings) as con:
         customers = con.sql("select count(*) from analytics.dim_customer_current").fetchall()
         example = con.sql(
             "select name from analytics.dim_customer "

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from connector.landing import LandingStore
 from connector.settings import Settings
 from pipelines.run import LoadSummary, run_load
+from warehouse import connect_reader
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
         landing_url=str(tmp_path / "landing"),
-        warehouse=str(tmp_path / "warehouse.duckdb"),
+        warehouse=str(tmp_path / "warehouse.sqlite"),
         dlt_dir=str(tmp_path / "dlt"),
     )
 
@@ -34,5 +34,6 @@ def load(settings: Settings, full_refresh: bool = False) -> LoadSummary:
 
 
 def query(settings: Settings, sql: str) -> list[tuple]:
-    with duckdb.connect(settings.warehouse, read_only=True) as con:
+    """``sql``'s rows, as a reader sees the warehouse (its last published state)."""
+    with connect_reader(settings) as con:
         return con.sql(sql).fetchall()

@@ -110,7 +110,7 @@ def test_loads_from_a_real_s3_server(s3_env, tmp_path):
     bucket = s3_env.new_bucket()
     settings = Settings(
         landing_url=f"s3://{bucket}/flavours",
-        warehouse=str(tmp_path / "w.duckdb"),
+        warehouse=str(tmp_path / "w.sqlite"),
         dlt_dir=str(tmp_path / "dlt"),
     )
     store = LandingStore(settings.landing_url)

@@ -13,10 +13,10 @@ import time
 import zlib
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import DagsterInstance
 
+import warehouse
 from connector.landing import LandingStore
 from connector.logs import PROJECT_LOGGERS
 from connector.settings import Settings
@@ -116,40 +116,32 @@ def test_every_materialization_reports_its_row_count_columns_and_a_preview(setti
     assert json.loads(example["payload"]) == EXAMPLE
 
 
-def test_raw_text_and_the_models_unique_text_columns_are_zstd_the_rest_keep_defaults(
-    settings, store
-):
-    events = [
-        customer_event(f"c-{i}", xid=f"x-{i}", name=f"Customer {i}", lang=("en", "ar")[i % 2])
-        for i in range(50)
-    ]
+def test_every_data_file_of_the_warehouse_is_zstd_compressed(settings, store):
+    events = [customer_event(f"c-{i}", xid=f"x-{i}", name=f"Customer {i}") for i in range(50)]
     land(store, [envelope(event) for event in events])
 
     load(settings)
 
-    def compressions(table: str, column: str) -> set[str]:
-        rows = query(
-            settings,
-            f"select distinct compression from pragma_storage_info('{table}') "  # noqa: S608
-            f"where column_name = '{column}' and compression <> 'Constant'",
-        )
-        return {compression for (compression,) in rows}
-
-    assert compressions("raw.customer_events", "payload") == {"ZSTD"}
-    assert compressions("raw.customer_events", "request_id") == {"ZSTD"}
-    # identifiers and free text of the models: zstd, chosen per column in the models' DDL
-    for table, column in [
-        ("staging.stg_customer_events", "xid"),
-        ("staging.stg_customer_events", "name"),
-        ("analytics.dim_customer", "customer_sk"),
-        ("analytics.dim_customer", "name"),
-    ]:
-        assert compressions(table, column) == {"ZSTD"}, (table, column)
-    # dlt's database instance is closed after the load: the models' other columns do not inherit
-    # its setting
-    lang = compressions("staging.stg_customer_events", "lang")
-    assert lang
-    assert "ZSTD" not in lang
+    with warehouse.connect(settings) as con:
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = 'lake'"
+        ).fetchall()
+        files = [
+            path
+            for schema, table in tables
+            for (path,) in con.execute(
+                "select data_file from ducklake_list_files('lake', ?, schema => ?)", [table, schema]
+            ).fetchall()
+        ]
+        codecs = {
+            codec
+            for (codec,) in con.execute(
+                "select distinct compression from parquet_metadata(?)", [files]
+            ).fetchall()
+        }
+    assert {"raw", "staging", "analytics"} <= {schema for schema, _ in tables}
+    assert files
+    assert codecs == {"ZSTD"}
 
 
 def test_delivery_error_webhooks_load_into_raw_delivery_errors(settings, store):
@@ -463,7 +455,7 @@ def test_load_killed_mid_way_and_rerun_gives_identical_tables(tmp_path, settings
         land(store, [envelope(e) for e in events] + [b"{torn"])
     clean = Settings(
         landing_url=settings.landing_url,
-        warehouse=str(tmp_path / "clean.duckdb"),
+        warehouse=str(tmp_path / "clean.sqlite"),
         dlt_dir=str(tmp_path / "clean-dlt"),
     )
     load(clean)
@@ -548,7 +540,7 @@ def test_an_upgrade_rebuilds_the_derived_tables_and_the_run_says_so(
     load(settings)
     before = _table_snapshot(settings)
     older = runner.MODELS_VERSION - 1
-    with duckdb.connect(settings.warehouse) as con:
+    with warehouse.connect(settings) as con:
         con.execute("update meta.models_version set version = ?", [older])
     # with DAGSTER_HOME set, `flavours load` keeps the run and its logs there
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster-home"))

@@ -34,7 +34,7 @@ def faulty_s3(s3_env: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fau
 def s3_settings(s3_env: S3Server, tmp_path) -> Settings:
     return Settings(
         landing_url=f"s3://{s3_env.new_bucket()}/flavours",
-        warehouse=str(tmp_path / "warehouse.duckdb"),
+        warehouse=str(tmp_path / "warehouse.sqlite"),
         dlt_dir=str(tmp_path / "dlt"),
     )
 

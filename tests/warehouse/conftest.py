@@ -11,21 +11,24 @@ import pytest
 from scd2_support import RAW_DDL, Warehouse, build_customer_event
 
 import warehouse
+from connector.settings import Settings
 
 
 @pytest.fixture(scope="session")
 def new_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Warehouse]]:
-    """Factory of empty warehouses, each a fresh DuckDB file holding the raw table (usable from
-    hypothesis tests, where a function-scoped fixture would be shared between examples)."""
+    """Factory of empty warehouses, each a fresh DuckLake in its own folder holding the raw table
+    (usable from hypothesis tests, where a function-scoped fixture would be shared between
+    examples)."""
     opened: list[duckdb.DuckDBPyConnection] = []
 
     def make() -> Warehouse:
-        path = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
-        con = warehouse.connect(path)
+        folder = tmp_path_factory.mktemp("warehouse")
+        settings = Settings(warehouse=str(folder / "warehouse.sqlite"))
+        con = warehouse.connect(settings)
         opened.append(con)
         for statement in con.extract_statements(RAW_DDL):
             con.execute(statement)
-        return Warehouse(path=path, con=con)
+        return Warehouse(settings=settings, con=con)
 
     yield make
     for con in opened:
@@ -34,7 +37,7 @@ def new_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 
 @pytest.fixture
 def wh(new_warehouse: Callable[[], Warehouse]) -> Warehouse:
-    """An empty warehouse in its own DuckDB file."""
+    """An empty warehouse of its own."""
     return new_warehouse()
 
 

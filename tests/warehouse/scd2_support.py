@@ -1,5 +1,5 @@
 """Support for the warehouse tests: Flavours customer events built from the documented example,
-and a DuckDB file whose raw.customer_events is written exactly as the loader writes it.
+and a warehouse whose raw.customer_events is written exactly as the loader writes it.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 import warehouse
+from connector.settings import Settings
 
 ABSENT = object()
 """Passed as an attribute value to `customer_event`: leave the key out of the payload."""
@@ -87,10 +88,19 @@ create table raw.customer_events (
 );
 """
 
-RAW_INSERT = """
-insert into raw.customer_events
-values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+RAW_COLUMNS = (
+    "xid",
+    "action",
+    "event_ts",
+    "customer_id",
+    "payload",
+    "received_at",
+    "request_id",
+    "landing_file",
+    "line_no",
+    "_dlt_load_id",
+    "_dlt_id",
+)
 
 
 def pick(rows: Iterable[dict[str, Any]], *columns: str) -> list[tuple[Any, ...]]:
@@ -110,9 +120,10 @@ def ms_to_datetime(epoch_ms: int) -> datetime:
 
 @dataclass
 class Warehouse:
-    """A DuckDB file holding raw.customer_events, written to as the loader would."""
+    """A warehouse (a DuckLake in a temp folder) holding raw.customer_events, written to as the
+    loader would."""
 
-    path: Path
+    settings: Settings
     con: duckdb.DuckDBPyConnection
     _load_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _received: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -153,7 +164,15 @@ class Warehouse:
             )
         ]
         if rows:
-            self.con.executemany(RAW_INSERT, rows)
+            # one insert, one commit: as the loader does, and one DuckLake snapshot per load
+            delivered = pa.Table.from_pylist(
+                [dict(zip(RAW_COLUMNS, row, strict=True)) for row in rows]
+            )
+            self.con.register("delivered_rows", delivered)
+            try:
+                self.con.execute("insert into raw.customer_events by name from delivered_rows")
+            finally:
+                self.con.unregister("delivered_rows")
         return load_id
 
     def run(self, full_refresh: bool = False) -> list[warehouse.ModelResult]:
@@ -161,7 +180,7 @@ class Warehouse:
 
     def rows(self, table: str, order_by: str = "") -> list[dict[str, Any]]:
         """Every row of a table as dicts, in a stable order."""
-        relation = self.con.table(table)
+        relation = warehouse.relation(self.con, table)
         relation = relation.order(order_by) if order_by else relation.order("all")
         return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 

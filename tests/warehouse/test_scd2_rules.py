@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from scd2_support import ABSENT, DIM_COLUMNS, SECOND_MS, T0, md5_hex, ms_to_datetime, pick
 
+import warehouse
+
 T1, T2, T3, T4, T5 = (T0 + n * SECOND_MS for n in range(1, 6))
 
 
@@ -291,7 +293,7 @@ def test_dim_customer_has_exactly_the_contract_columns(wh, customer_event):
     wh.run()
 
     for table in ("analytics.dim_customer", "analytics.dim_customer_current"):
-        assert tuple(wh.con.table(table).columns) == DIM_COLUMNS
+        assert tuple(warehouse.relation(wh.con, table).columns) == DIM_COLUMNS
 
 
 def test_customer_sk_is_md5_of_customer_id_and_valid_from(wh, customer_event):

@@ -10,6 +10,7 @@ import pytest
 from scd2_support import ABSENT, SECOND_MS, T0, pick
 
 import warehouse
+from connector.settings import Settings
 
 T1, T2 = T0 + SECOND_MS, T0 + 2 * SECOND_MS
 
@@ -167,12 +168,12 @@ def test_fcm_token_is_never_copied(wh, customer_event):
 
 
 def test_missing_raw_table_says_to_load_first(tmp_path):
-    con = warehouse.connect(tmp_path / "empty.duckdb")
+    con = warehouse.connect(Settings(warehouse=str(tmp_path / "empty.sqlite")))
 
     with pytest.raises(warehouse.MissingRawEventsError, match="flavours load"):
         warehouse.run_models(con)
     with pytest.raises(duckdb.CatalogException):
-        con.table("staging.stg_customer_events")
+        warehouse.relation(con, "staging.stg_customer_events")
 
 
 def test_raw_row_breaking_the_contract_is_reported_not_fatal(wh, customer_event):

@@ -42,15 +42,17 @@ create table if not exists meta.rpt_customer_daily_totals (
 
 create or replace temp table rpt_customer_daily__changed_customers as
 select *
-from meta.customers_changed_between(
-    meta.batch_watermark('analytics.rpt_customer_daily'),
-    meta.batch_watermark('analytics.dim_customer')
+from customers_changed_between(
+    batch_watermark('analytics.rpt_customer_daily'),
+    batch_watermark('analytics.dim_customer')
 );
 
-insert or replace into meta.model_watermarks
+delete from meta.model_watermarks where model = 'analytics.rpt_customer_daily';
+
+insert into meta.model_watermarks
 select
     'analytics.rpt_customer_daily' as model,
-    meta.batch_watermark('analytics.dim_customer') as batch_id,
+    batch_watermark('analytics.dim_customer') as batch_id,
     now() as updated_at;
 
 create or replace temp table rpt_customer_daily__new_contributions as

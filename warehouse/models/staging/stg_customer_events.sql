@@ -14,7 +14,7 @@
 -- previous customer of a replaced row) is listed in meta.stg_customer_events_changes, and the
 -- batch becomes this model's watermark in meta.model_watermarks. Each model downstream keeps its
 -- own watermark there and recomputes exactly the customers of the batches its upstream has
--- consumed since (macros meta.batch_watermark and meta.customers_changed_between).
+-- consumed since (macros batch_watermark and customers_changed_between, warehouse/macros.sql).
 --
 -- Attributes: absent_attributes lists the tracked attributes whose key is not in the payload,
 -- usually none (an explicit null counts as present; a key under data.user is absent when
@@ -29,7 +29,7 @@ create schema if not exists staging;
 create schema if not exists meta;
 
 create table if not exists meta.stg_customer_events_loads (
-    _dlt_load_id varchar primary key,
+    _dlt_load_id varchar not null,
     batch_id bigint not null,
     staged_at timestamptz not null
 );
@@ -39,37 +39,24 @@ create table if not exists meta.stg_customer_events_changes (
     customer_id varchar not null
 );
 
--- the last batch each model has consumed; the models downstream read batches through these macros
+-- the last batch each model has consumed (read through the macros in warehouse/macros.sql)
 create table if not exists meta.model_watermarks (
-    model varchar primary key,
+    model varchar not null,
     batch_id bigint not null,
     updated_at timestamptz not null
 );
 
-create or replace macro meta.batch_watermark(model_name) as (
-    select coalesce(max(batch_id), 0) from meta.model_watermarks where model = model_name
-);
-
-create or replace macro meta.customers_changed_between(after_batch, upto_batch) as table
-select distinct customer_id
-from meta.stg_customer_events_changes
-where batch_id > after_batch and batch_id <= upto_batch;
-
--- Identifiers and free text (xid, customer_id, user_id, name, email, phone) are close to unique
--- per row: DuckDB's dictionary and FSST analysis barely shrinks them and costs more CPU than zstd
--- (measured on 1M events: writing this table 4.3 -> 3.2 CPU-s, 70 -> 80 MiB). The other columns
--- keep DuckDB's own choice.
 create table if not exists staging.stg_customer_events (
-    xid varchar using compression zstd not null,
-    customer_id varchar using compression zstd not null,
+    xid varchar not null,
+    customer_id varchar not null,
     action varchar not null,
     event_ts timestamptz not null,
-    user_id varchar using compression zstd,
-    name varchar using compression zstd,
+    user_id varchar,
+    name varchar,
     username varchar,
-    email varchar using compression zstd,
+    email varchar,
     phone_prefix varchar,
-    phone varchar using compression zstd,
+    phone varchar,
     lang varchar,
     role varchar,
     is_active boolean,
@@ -214,7 +201,10 @@ final as (
 
 select * from final;
 
-insert or replace into meta.model_watermarks
+delete from meta.model_watermarks
+where model = 'staging.stg_customer_events' and exists (select 1 from stg_customer_events__new_loads);
+
+insert into meta.model_watermarks
 select
     'staging.stg_customer_events' as model,
     stg_customer_events__batch.batch_id,
