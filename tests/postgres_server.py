@@ -42,7 +42,7 @@ def find_postgres_bin() -> tuple[Path | None, str]:
         return None, (
             "Postgres is not installed (Debian package postgresql; `make test` installs it)"
         )
-    return Path(candidates[0]).parent, ""
+    return Path(candidates[0]).resolve().parent, ""
 
 
 def _run_as() -> dict:
