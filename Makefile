@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-servers lint format demo serve load bench-ingest bench-load bench-s3 clean
+.PHONY: help venv test test-servers lint format demo serve load bench-ingest bench-load bench-readers bench-s3 clean
 
 help:
 	@echo "make test          set up .venv and run the whole test suite"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint          ruff check and format check"
 	@echo "make bench-ingest  receiver throughput/latency benchmark"
 	@echo "make bench-load    1M-event load + dimension benchmark"
+	@echo "make bench-readers reader query latency, idle and during a 1M-event load"
 	@echo "make bench-s3      reading many small landed objects from S3 (moto, added latency)"
 
 venv: $(STAMP)
@@ -61,6 +62,9 @@ bench-ingest: $(STAMP)
 
 bench-load: $(STAMP)
 	$(BIN)/python bench/bench_load.py
+
+bench-readers: $(STAMP)
+	$(BIN)/python bench/bench_readers.py
 
 bench-s3: $(STAMP)
 	$(BIN)/python bench/bench_s3_fetch.py

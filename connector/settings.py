@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="Snapshots (and their files) are kept this long: a reader's connection and "
         "time travel stay valid at least that long.",
     )
+    sensor_interval_s: int = Field(
+        30,
+        ge=5,
+        description="How often Dagster's sensor lists the landing store for new objects.",
+    )
     dlt_dir: str = Field(
         "./data/dlt", description="dlt working folder (pending load packages survive crashes)."
     )

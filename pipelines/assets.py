@@ -101,8 +101,9 @@ def raw_tables(
     with project_logs_in_run(context, settings.log_level), warehouse_lock(settings):
         started = time.perf_counter()
         pipeline = make_pipeline(settings)
-        objects = pending_objects(pipeline, store)
-        discarded = discard_partial_loads(pipeline, objects)
+        with lake.connect(settings) as con:
+            objects = pending_objects(con, store)
+            discarded = discard_partial_loads(con, objects)
         listed = time.perf_counter()
         context.log.info(f"{len(objects)} landed objects to load from {settings.landing_url}")
         tally = LoadTally()
@@ -112,7 +113,8 @@ def raw_tables(
         results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
         loaded = time.perf_counter()
         load_id = pipeline.last_trace.last_load_info.loads_ids[-1]
-        record_manifest(pipeline, objects, tally, load_id)
+        con = lake.connect(settings)
+        record_manifest(con, objects, tally, load_id)
         context.log.info(
             f"loaded {sum(tally.lines.values()):,} lines: listing and cleanup "
             f"{listed - started:.1f} s, dlt run {loaded - listed:.1f} s, manifest "
@@ -123,7 +125,7 @@ def raw_tables(
             "lines_loaded": sum(tally.lines.values()),
             "rows_discarded_from_interrupted_load": discarded,
         }
-        with lake.connect(settings) as con:
+        with con:
             publish_when_complete(context, con, settings, "load_landed_objects")
             for result in results:
                 table = f"{DATASET}.{result.asset_key.path[-1]}"

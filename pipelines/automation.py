@@ -22,10 +22,11 @@ from dagster import (
 )
 
 from connector.landing import LandingStore
+from connector.settings import Settings
 from pipelines.loading import list_landed
 from pipelines.resources import FlavoursSettings
 
-SENSOR_INTERVAL_S = 30
+SENSOR_INTERVAL_S = Settings().sensor_interval_s
 
 flavours_job = define_asset_job(
     "flavours_job",

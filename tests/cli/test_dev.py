@@ -13,7 +13,11 @@ import pytest
 import requests
 
 from connector.devtools import STOP_TIMEOUT_S
-from tests.conftest import VENV_BIN, free_port, stop_process, wait_until
+from connector.settings import Settings
+from tests.conftest import TOKEN, VENV_BIN, free_port, stop_process, wait_until
+from tests.landing_helpers import customer_event
+from tests.pipelines.test_readers import reader_process
+from warehouse import connect_reader
 
 
 def descendants(pid: int) -> set[int]:
@@ -62,6 +66,11 @@ def answers(url: str) -> bool:
         return False
 
 
+def dev_command(receiver_port: int, dagster_port: int) -> list[str]:
+    ports = ["--port", str(receiver_port), "--dagster-port", str(dagster_port)]
+    return [str(VENV_BIN / "flavours"), "dev", *ports]
+
+
 def ignore_sigint() -> None:
     """As a process started with ``&`` from a non-interactive shell begins."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -83,14 +92,7 @@ def test_one_signal_stops_receiver_and_dagster_dev(tmp_path, stop_signal, preexe
         "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
     }
     dev = subprocess.Popen(
-        [
-            str(VENV_BIN / "flavours"),
-            "dev",
-            "--port",
-            str(receiver_port),
-            "--dagster-port",
-            str(dagster_port),
-        ],
+        dev_command(receiver_port, dagster_port),
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -134,3 +136,85 @@ def test_one_signal_stops_receiver_and_dagster_dev(tmp_path, stop_signal, preexe
         stop_process(dev)
         kill_process_groups(leftovers)
     assert not answers(f"http://127.0.0.1:{receiver_port}/healthz")
+
+
+def dagster_runs(dagster_url: str) -> list[dict]:
+    """Every run ``dagster dev`` knows, from its GraphQL API: id, status, what started it."""
+    query = "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"
+    answer = requests.post(f"{dagster_url}/graphql", json={"query": query}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["data"]["runsOrError"]["results"]
+
+
+@pytest.mark.slow
+def test_a_reader_and_the_sensors_runs_under_dagster_dev(tmp_path):
+    receiver_port, dagster_port = free_port(), free_port()
+    settings = Settings(
+        landing_url=str(tmp_path / "landing"), warehouse=str(tmp_path / "warehouse.sqlite")
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "FLAVOURS_WEBHOOK_TOKEN": TOKEN,
+        "FLAVOURS_LANDING_URL": settings.landing_url,
+        "FLAVOURS_WAREHOUSE": settings.warehouse,
+        "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
+        "FLAVOURS_SENSOR_INTERVAL_S": "5",
+    }
+    dev = subprocess.Popen(
+        dev_command(receiver_port, dagster_port),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "dev.log").open("w"),
+        start_new_session=True,
+    )
+    webhook = f"http://127.0.0.1:{receiver_port}/webhooks/flavours/customers?token={TOKEN}"
+    dagster_url = f"http://127.0.0.1:{dagster_port}"
+    started: set[int] = set()
+
+    def send(prefix: str, count: int) -> None:
+        for i in range(count):
+            event = customer_event(f"{prefix}-{i}", ts_ms=1_700_000_000_000 + i)
+            assert requests.post(webhook, json=event, timeout=10).status_code == 202
+
+    def customers_seen() -> int | None:
+        try:
+            with connect_reader(settings) as con:
+                return con.sql("select count(*) from analytics.dim_customer_current").fetchone()[0]
+        except Exception:  # no warehouse, or no models yet
+            return None
+
+    try:
+        wait_until(lambda: answers(f"{dagster_url}/server_info"), timeout=120, what="dagster")
+        started = descendants(dev.pid)
+        send("first", 20)
+        wait_until(lambda: customers_seen() == 20, timeout=180, interval=1, what="a sensor run")
+
+        with reader_process(settings, tmp_path) as reader:
+            send("second", 15)
+            wait_until(lambda: customers_seen() == 35, timeout=180, interval=1, what="a 2nd run")
+            wait_until(lambda: (35,) * 5 in reader.answers("new"), timeout=60, what="the reader")
+        # objects land one by one, so the sensor may have started more runs: let them end
+        finished = {"SUCCESS", "FAILURE", "CANCELED"}
+        wait_until(
+            lambda: {run["status"] for run in dagster_runs(dagster_url)} <= finished,
+            timeout=120,
+            interval=1,
+            what="every run to end",
+        )
+        runs = dagster_runs(dagster_url)
+    finally:
+        leftovers = started | (descendants(dev.pid) if dev.poll() is None else set())
+        stop_process(dev)
+        kill_process_groups(leftovers)
+
+    assert reader.errors() == []
+    assert set(reader.answers("held")) == {(20,) * 5}
+    sensor_runs = [
+        run
+        for run in runs
+        if {"key": "dagster/sensor_name", "value": "new_landed_objects"} in run["tags"]
+    ]
+    assert len(sensor_runs) >= 2
+    assert {run["status"] for run in runs} == {"SUCCESS"}, runs

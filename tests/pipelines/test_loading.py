@@ -34,7 +34,7 @@ from pipelines.run import (
 from tests.conftest import VENV_BIN, stop_process
 from tests.landing_helpers import EXAMPLE, customer_event, days_ago, envelope, land
 from tests.pipelines.conftest import load, query
-from warehouse import runner
+from warehouse import connect, runner
 
 RAW_CONTRACT = [
     "xid",
@@ -409,7 +409,8 @@ def test_rows_committed_by_an_interrupted_load_are_not_duplicated(settings, stor
     keys = [land(store, [envelope(customer_event(f"c{i}")) for i in range(5)]) for _ in range(3)]
     # Steps 1-3 of a load commit rows, then the process dies before recording the manifest.
     pipeline = make_pipeline(settings)
-    objects = pending_objects(pipeline, store)
+    with connect(settings) as con:
+        objects = pending_objects(con, store)
     pipeline.run(flavours_landing(settings.landing_url, objects, LoadTally()))
     assert query(settings, "select count(*) from raw.customer_events") == [(15,)]
 
@@ -421,7 +422,8 @@ def test_rows_committed_by_an_interrupted_load_are_not_duplicated(settings, stor
         "select landing_file, count(*), count(distinct line_no) from raw.customer_events "
         "group by all order by 1",
     ) == [(key, 5, 5) for key in sorted(keys)]
-    assert discard_partial_loads(pipeline, []) == 0
+    with connect(settings) as con:
+        assert discard_partial_loads(con, []) == 0
 
 
 def _table_snapshot(settings: Settings) -> dict[str, list[tuple]]:
