@@ -267,8 +267,7 @@ def publish_when_complete(
         context.log.debug(f"after {step}: analytics not caught up with staging, not published yet")
         return
     started = time.perf_counter()
-    snapshot = lake.publish(con, step)
-    lake.maintain(con, lake.Lake.of(settings))
+    snapshot = lake.publish(con, lake.Lake.of(settings), step)
     context.log.info(
         f"published warehouse snapshot {snapshot} to readers "
         f"(with maintenance, {time.perf_counter() - started:.2f} s)"

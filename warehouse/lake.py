@@ -12,8 +12,9 @@ whatever is written meanwhile, from any process or machine:
   from the standard ``AWS_*`` variables, as for the landing store).
 
 Writers (the loader and the models) hold ``writer_lock`` and ``publish`` the snapshot a step
-leaves behind; ``connect_reader`` attaches the last published snapshot read-only, so a reader
-sees the state before a step or after it, never one in between. ``maintain`` compacts small
+leaves behind (with a SQLite catalog, as an immutable copy of the catalog beside it in
+``<catalog>.published/``); ``connect_reader`` attaches the last published snapshot read-only, so
+a reader sees the state before a step or after it, never one in between. ``maintain`` compacts small
 files and expires snapshots older than ``FLAVOURS_WAREHOUSE_RETENTION_HOURS``.
 
 DuckDB cannot download extensions here: they come from the ``duckdb-ext-*`` packages, built
@@ -26,6 +27,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,8 +54,8 @@ EXTENSIONS = ("ducklake", "sqlite_scanner", "postgres_scanner", "httpfs")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 OPEN_ATTEMPTS = 5
 TRANSIENT_CATALOG_ERRORS = ("database disk image is malformed", "database is locked", "busy")
-"""SQLite catalog errors a retry gets past: a reader attaching while a writer commits can, rarely
-(about 1 attach in 50 during a load, measured), read the catalog mid-commit."""
+"""SQLite catalog errors a retry of the attach gets past (writers take turns under
+``writer_lock``; readers attach published copies, see ``_last_published``)."""
 
 
 class WarehouseError(RuntimeError):
@@ -178,11 +180,17 @@ class Lake:
             catalog = f"{parts.scheme}://{parts.username or ''}@{host}{port}{parts.path}"
         return f"{catalog} (data {self.data_url})"
 
-    def attach_statement(self, *, read_only: bool = False, snapshot: int | None = None) -> str:
-        """``attach`` of this lake as ``LAKE``; read-only readers may pin a snapshot."""
+    def attach_statement(
+        self, *, read_only: bool = False, snapshot: int | None = None, copy: Path | None = None
+    ) -> str:
+        """``attach`` of this lake as ``LAKE``; read-only readers may pin a snapshot, and attach
+        a published ``copy`` of a SQLite catalog instead of the catalog itself."""
         if self.on_postgres:
             target = f"ducklake:postgres:{self.catalog}"
             options = [f"metadata_schema {_quote(METADATA_SCHEMA)}"]
+        elif copy is not None:
+            target = f"ducklake:sqlite:{copy}"
+            options = []
         else:
             target = f"ducklake:sqlite:{self.catalog}"
             options = [
@@ -197,6 +205,11 @@ class Lake:
             options.append(f"data_path {_quote(self.data_url)}")
         return f"attach {_quote(target)} as {LAKE} ({', '.join(options)})"
 
+    @property
+    def reader_copies(self) -> Path:
+        """The folder of a SQLite catalog's published read copies (``<catalog>.published/``)."""
+        return Path(self.catalog).with_suffix(".published")
+
     def exists(self) -> bool:
         """Whether the catalog is there (a SQLite catalog file; a Postgres one is assumed)."""
         return self.on_postgres or Path(self.catalog).exists()
@@ -208,7 +221,7 @@ class Lake:
 
 
 def open_lake(
-    lake: Lake, *, read_only: bool = False, snapshot: int | None = None
+    lake: Lake, *, read_only: bool = False, snapshot: int | None = None, copy: Path | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with ``lake`` attached as its default database, time zone UTC."""
     if not lake.on_postgres and not read_only:
@@ -218,7 +231,8 @@ def open_lake(
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         con = duckdb.connect(config=connection_config())
         try:
-            for statement in session_statements(lake, read_only=read_only, snapshot=snapshot):
+            statements = session_statements(lake, read_only=read_only, snapshot=snapshot, copy=copy)
+            for statement in statements:
                 con.execute(statement)
             if not read_only:
                 _set_options(con)
@@ -241,7 +255,7 @@ def _extensions_checked() -> None:
 
 
 def session_statements(
-    lake: Lake, *, read_only: bool = False, snapshot: int | None = None
+    lake: Lake, *, read_only: bool = False, snapshot: int | None = None, copy: Path | None = None
 ) -> list[str]:
     """The statements that open ``lake`` in a DuckDB session whose extensions load."""
     statements = []
@@ -250,7 +264,7 @@ def session_statements(
         statements.append(S3Credentials.from_environment().secret_statement(f"s3://{bucket}"))
     return [
         *statements,
-        lake.attach_statement(read_only=read_only, snapshot=snapshot),
+        lake.attach_statement(read_only=read_only, snapshot=snapshot, copy=copy),
         f"use {LAKE}",
         "set TimeZone = 'UTC'",
     ]
@@ -303,22 +317,8 @@ def connect_reader(settings: Settings | None = None) -> duckdb.DuckDBPyConnectio
     blocks them. Settings come from ``FLAVOURS_*`` unless given.
     """
     lake = Lake.of(settings or Settings())
-    if not lake.exists():
-        raise WarehouseError(
-            f"there is no warehouse at {lake.describe()} yet: run `flavours load` first"
-        )
-    con = open_lake(lake, read_only=True)
-    try:
-        snapshot = published_snapshot(con)
-        if snapshot is not None:
-            # re-attached in the same instance: its extensions are loaded once per connection
-            con.execute(f"use memory; detach {LAKE}")
-            for statement in session_statements(lake, read_only=True, snapshot=snapshot):
-                con.execute(statement)
-    except BaseException:
-        con.close()
-        raise
-    return con
+    snapshot, copy = _last_published(lake)
+    return open_lake(lake, read_only=True, snapshot=snapshot, copy=copy)
 
 
 def reader_statements(settings: Settings | None = None) -> list[str]:
@@ -326,22 +326,40 @@ def reader_statements(settings: Settings | None = None) -> list[str]:
     release (the DuckDB CLI): the extension folder, S3 credentials when the data is on S3, the
     read-only attach at the last published snapshot."""
     lake = Lake.of(settings or Settings())
+    snapshot, copy = _last_published(lake)
+    return [
+        f"set extension_directory = {_quote(extension_directory())}",
+        *session_statements(lake, read_only=True, snapshot=snapshot, copy=copy),
+    ]
+
+
+def _last_published(lake: Lake) -> tuple[int, Path | None]:
+    """The newest published snapshot and, for a SQLite catalog, the read copy that holds it.
+
+    Readers of a SQLite catalog attach its published copy, never the catalog itself: DuckDB's
+    SQLite extension reads without SQLite's file locks, so a reader of the live catalog could
+    read it half-way through a writer's commit ("database disk image is malformed", or worse,
+    uncommitted rows). A Postgres catalog is read directly, isolated by Postgres.
+    """
     if not lake.exists():
         raise WarehouseError(
             f"there is no warehouse at {lake.describe()} yet: run `flavours load` first"
         )
-    return [
-        f"set extension_directory = {_quote(extension_directory())}",
-        *session_statements(lake, read_only=True, snapshot=_last_published(lake)),
-    ]
-
-
-def _last_published(lake: Lake) -> int | None:
-    latest = open_lake(lake, read_only=True)
-    try:
-        return published_snapshot(latest)
-    finally:
-        latest.close()
+    if not lake.on_postgres:
+        copies = sorted(lake.reader_copies.glob("snapshot-*.sqlite"))
+        if copies:
+            return int(copies[-1].stem.removeprefix("snapshot-")), copies[-1]
+    else:
+        latest = open_lake(lake, read_only=True)
+        try:
+            snapshot = published_snapshot(latest)
+        finally:
+            latest.close()
+        if snapshot is not None:
+            return snapshot, None
+    raise WarehouseError(
+        f"the warehouse {lake.describe()} has no finished load yet: run `flavours load` first"
+    )
 
 
 def published_snapshot(con: duckdb.DuckDBPyConnection) -> int | None:
@@ -353,8 +371,9 @@ def published_snapshot(con: duckdb.DuckDBPyConnection) -> int | None:
     return snapshot
 
 
-def publish(con: duckdb.DuckDBPyConnection, step: str) -> int:
-    """Make the lake's current snapshot the one readers attach; returns its id.
+def publish(con: duckdb.DuckDBPyConnection, lake: Lake, step: str) -> int:
+    """Make the lake's current snapshot the one readers attach, then maintain the lake; returns
+    the snapshot's id. A SQLite catalog is then copied for readers (``_last_published``).
 
     Call it after a step's last commit, holding ``writer_lock``.
     """
@@ -365,7 +384,40 @@ def publish(con: duckdb.DuckDBPyConnection, step: str) -> int:
         "snapshot_id bigint not null, published_at timestamptz not null, step varchar not null)"
     )
     con.execute(f"insert into {PUBLISHED} values (?, now(), ?)", [snapshot, step])  # noqa: S608
+    maintain(con, lake)
+    if not lake.on_postgres:
+        _write_reader_copy(lake, snapshot)
     return snapshot
+
+
+def _write_reader_copy(lake: Lake, snapshot: int) -> Path:
+    """Copy the SQLite catalog (metadata only: kilobytes to a few MB) for readers, whole or not at
+    all, and remove the copies older than the retention (never the newest)."""
+    folder = lake.reader_copies
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"snapshot-{snapshot:012d}.sqlite"
+    partial = folder / f".{final.name}.{os.getpid()}.partial"
+    source = sqlite3.connect(f"file:{lake.catalog}?mode=ro", uri=True, timeout=10)
+    target = sqlite3.connect(partial)
+    try:
+        source.backup(target)
+        target.execute("pragma journal_mode = delete")  # read-only readers need no -wal/-shm
+    finally:
+        target.close()
+        source.close()
+    with partial.open("rb+") as file:
+        os.fsync(file.fileno())
+    os.replace(partial, final)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    expired = time.time() - lake.retention.total_seconds()
+    for old in folder.glob("snapshot-*.sqlite"):
+        if old != final and old.stat().st_mtime < expired:
+            old.unlink(missing_ok=True)
+    return final
 
 
 def maintain(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
