@@ -1,4 +1,4 @@
-"""The ``flavours`` command line: serve, load, sql, send, demo, dev.
+"""The ``flavours`` command line: serve, load, backfill, sql, send, demo, dev, fake-api.
 
 Settings come from ``FLAVOURS_*`` variables (and ``.env``); options here override a few of them.
 """
@@ -106,6 +106,74 @@ def load(full_refresh: bool) -> None:
             click.echo(line)
     if summary.checks_failed:
         raise SystemExit(1)
+
+
+@main.command()
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Only customers updated at or after this UTC date (the API has no such filter: every "
+    "page is still read).",
+)
+@click.option("--per-page", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--restart", is_flag=True, help="Start from page 1 even if a backfill was cut off.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def backfill(since, per_page: int, restart: bool, progress: bool) -> None:
+    """Land every customer of the Flavours Customers API as a snapshot (then `flavours load`)."""
+    from datetime import UTC
+
+    from tqdm import tqdm
+
+    from pipelines.backfill import BackfillError
+    from pipelines.backfill import backfill as run_backfill
+
+    settings = load_settings()
+    click.echo(
+        f"backfilling customers from {settings.api_url} into {settings.landing_url}", err=True
+    )
+    with tqdm(unit=" pages", disable=not progress, leave=True) as bar:
+
+        def advance(page: int, customers: int) -> None:
+            bar.update(1)
+            bar.set_postfix(page=page, customers=customers)
+
+        try:
+            result = run_backfill(
+                settings,
+                since=since.replace(tzinfo=UTC) if since else None,
+                per_page=per_page,
+                restart=restart,
+                on_page=advance,
+            )
+        except BackfillError as exc:
+            raise click.ClickException(str(exc)) from None
+    resumed = f", resumed at page {result.resumed_from_page}" if result.resumed_from_page else ""
+    click.echo(
+        f"backfill {result.run_id}: {result.pages} pages, {result.customers} customers landed"
+        f"{resumed}"
+        + (f", {result.skipped_before_since} not updated since {since:%Y-%m-%d}" if since else "")
+    )
+    for name, count in sorted(result.unexpected_fields.items()):
+        click.echo(f"unmapped field from the API: {name} ({count} customers)", err=True)
+    click.echo("run `flavours load` to add them to the customer dimension", err=True)
+
+
+@main.command("fake-api")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8010, show_default=True, type=int)
+@click.option("--customers", default=50, show_default=True, type=click.IntRange(0))
+@click.option("--token", default="fake-api-token", show_default=True)
+def fake_api(host: str, port: int, customers: int, token: str) -> None:
+    """Serve a stand-in for the Flavours Customers API (the documented shape) to try backfill."""
+    from werkzeug.serving import run_simple
+
+    from pipelines.fake_api import FakeCustomersApi
+
+    click.echo(
+        f"FLAVOURS_API_URL=http://{host}:{port} FLAVOURS_API_TOKEN={token} flavours backfill",
+        err=True,
+    )
+    run_simple(host, port, FakeCustomersApi(customers=customers, token=token).app())
 
 
 @main.command()

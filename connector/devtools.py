@@ -212,7 +212,10 @@ def show_results(settings: Settings, echo: Callable[[str], None]) -> None:
     echo(
         "Explore the tables: .venv/bin/flavours sql 'from analytics.dim_customer limit 10' "
         "(or, in Python, `from warehouse import connect_reader`).\n"
-        "See the runs, the asset graph and the checks: make serve (Dagster UI on :3000)."
+        "See the runs, the asset graph and the checks: make serve (Dagster UI on :3000).\n"
+        "Import pre-existing customers from the Customers API (a stand-in on loopback): "
+        ".venv/bin/flavours fake-api & then FLAVOURS_API_URL=http://127.0.0.1:8010 "
+        "FLAVOURS_API_TOKEN=fake-api-token .venv/bin/flavours backfill && .venv/bin/flavours load"
     )
 
 

@@ -70,6 +70,20 @@ class Settings(BaseSettings):
     webhook_hmac_secret: SecretStr | None = Field(
         None, description="Standard Webhooks signing secret (whsec_...); signatures required."
     )
+    api_url: str | None = Field(
+        None,
+        description="Flavours API base URL for the backfill, e.g. https://api.flavours.sa/dev/api/v2.",
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token of the Flavours API (never logged)."
+    )
+    market_id: str | None = Field(
+        None, description="filter[market_id] of the Customers API (required for SUBSCRIBER tokens)."
+    )
+    api_timeout_s: float = Field(30, gt=0, description="Timeout of one Customers API request.")
+    api_max_attempts: int = Field(
+        8, ge=1, description="Attempts per Customers API page on 429, 5xx and timeouts."
+    )
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest accepted body (413).")
     batch_max_wait_ms: float = Field(
         20, ge=0, description="Longest a batch gathers events before it is written."

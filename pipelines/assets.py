@@ -2,12 +2,14 @@
 
 Keys follow schema and table: ``raw/customer_events``, ``staging/stg_customer_events``,
 ``analytics/dim_customer``, …; groups are ``landing``, ``raw``, ``staging`` and ``analytics``.
+``landing/customers_snapshot`` is the backfill from the Customers API, run on demand.
 Every materialization reports its table's row count, column schema and a preview.
 """
 
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from dagster import (
     AssetKey,
     AssetSpec,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -31,6 +34,7 @@ from pydantic import Field
 
 from connector.landing import LandingStore
 from connector.settings import Settings
+from pipelines.backfill import SNAPSHOT_TOPIC, BackfillError, backfill
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import (
     DATASET,
@@ -60,16 +64,69 @@ landing_assets = [
 ]
 
 
+class BackfillConfig(Config):
+    """Run configuration of the backfill (``flavours backfill`` takes the same options)."""
+
+    since: str | None = Field(
+        None, description="Only customers updated at or after this UTC date (YYYY-MM-DD)."
+    )
+    per_page: int = Field(100, ge=1, le=1000, description="Customers asked for per page.")
+    restart: bool = Field(False, description="Start from page 1 even if a backfill was cut off.")
+
+
+@asset(
+    key=AssetKey(["landing", SNAPSHOT_TOPIC]),
+    group_name="landing",
+    kinds={"api", "json"},
+    description="Every customer of the Flavours Customers List API (FLAVOURS_API_URL), landed as "
+    f"snapshot events under {SNAPSHOT_TOPIC}/ (pipelines.backfill). Run on demand; the next "
+    "load adds them to the dimension.",
+)
+def customers_snapshot(
+    context: AssetExecutionContext, config: BackfillConfig, flavours: FlavoursSettings
+) -> MaterializeResult:
+    """Page through the Customers API and land each page; a cut-off run resumes."""
+    settings = flavours.get()
+    if not settings.api_url:
+        # not configured: `--select '*'` still materializes the rest; the UI shows why
+        context.log.warning("FLAVOURS_API_URL is not set: no backfill, nothing landed")
+        return MaterializeResult(metadata={"skipped": "FLAVOURS_API_URL is not set", "pages": 0})
+    since = datetime.fromisoformat(config.since).replace(tzinfo=UTC) if config.since else None
+    with project_logs_in_run(context, settings.log_level):
+        try:
+            result = backfill(
+                settings,
+                since=since,
+                per_page=config.per_page,
+                restart=config.restart,
+                on_page=lambda page, customers: context.log.info(
+                    f"page {page} landed ({customers:,} customers so far)"
+                ),
+            )
+        except BackfillError as error:
+            raise Failure(str(error)) from None
+    return MaterializeResult(
+        metadata={
+            "backfill_run": result.run_id,
+            "pages": result.pages,
+            "customers_landed": result.customers,
+            "skipped_before_since": result.skipped_before_since,
+            "resumed_from_page": result.resumed_from_page or 1,
+            "unmapped_fields": MetadataValue.json(dict(result.unexpected_fields)),
+        }
+    )
+
+
 class RawTranslator(DagsterDltTranslator):
     """dlt resources become ``raw/<table>`` assets fed by the landing store."""
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
         spec = super().get_asset_spec(data)
         name = data.resource.name
-        upstream = "errors" if name == "delivery_errors" else "customers"
+        upstream = ["errors"] if name == "delivery_errors" else ["customers", SNAPSHOT_TOPIC]
         return spec.replace_attributes(
             key=AssetKey([DATASET, name]),
-            deps=[AssetKey(["landing", upstream])],
+            deps=[AssetKey(["landing", topic]) for topic in upstream],
             group_name=DATASET,
             description=(data.resource.__doc__ or spec.description or "").strip(),
             kinds={"dlt", "duckdb"},

@@ -52,6 +52,8 @@ class _PayloadJsonHint(logging.Filter):
 
 logging.getLogger("dlt").addFilter(_PayloadJsonHint())
 
+CUSTOMER_TOPICS = ("customers", "customers_snapshot")
+"""Topics whose lines are customer events: the webhooks' and the backfill's snapshots."""
 PARSE_SQL = files("pipelines").joinpath("sql/parse_landed_lines.sql").read_text()
 CHUNK_BYTES = 64 * 1024 * 1024
 """Objects are parsed in chunks of about this many bytes, which bounds memory."""
@@ -197,7 +199,7 @@ def parse_lines(landed_lines: pa.Table, con: duckdb.DuckDBPyConnection) -> Parse
     finally:
         con.unregister("landed_lines")
     valid = pc.is_null(parsed["reject_reason"])
-    is_customer = pc.equal(parsed["topic"], "customers")
+    is_customer = pc.is_in(parsed["topic"], pa.array(CUSTOMER_TOPICS))
     if pc.all(pc.and_(valid, is_customer)).as_py() is not False:
         # The usual chunk: customer events only, all valid; no filtering copy of the payloads.
         empty = parsed.slice(0, 0)

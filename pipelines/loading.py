@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "flavours"
 DATASET = "raw"
-MODELLED_TOPICS = ("customers", "errors")
+MODELLED_TOPICS = ("customers", "customers_snapshot", "errors")
 LOADED_PREFIXES = (*MODELLED_TOPICS, *(f"{REJECTED_PREFIX}/{topic}" for topic in MODELLED_TOPICS))
 RAW_TABLES = ("customer_events", "customer_events_rejected", "delivery_errors")
 MANIFEST_TABLE = "landed_objects"

@@ -1,6 +1,8 @@
 -- Parse landed envelope lines into typed columns, and say why a line is rejected.
 -- Grain: one row per landed line. Input: the relation `landed_lines`
 -- (topic, landing_file, line_no, line), registered from Arrow by pipelines/landing_source.py.
+-- customers_snapshot/ holds the backfill's snapshots (pipelines/backfill.py): customer events of
+-- action customers.SNAPSHOT, loaded into the same table as the webhooks' events.
 -- Objects under _rejected/<topic>/ hold bodies the receiver refused (with its reason): every
 -- line of them is a rejected line, so nothing an authenticated sender sent goes unseen.
 -- Every line is parsed once: json_extract with a list of paths (NULL when not JSON at all).
@@ -75,16 +77,20 @@ checked as (
                     || coalesce(receiver_reason, 'no reason recorded')
             when not is_json then 'line is not valid JSON (torn or corrupt line)'
             when not payload_is_object then 'envelope has no payload object'
-            when topic = 'customers' then nullif(concat_ws('; ',
+            when topic in ('customers', 'customers_snapshot') then nullif(concat_ws('; ',
                 case
                     when xid_type is null then 'missing xid'
                     when xid_type <> 'VARCHAR' or xid = '' then 'xid is not a non-empty string'
                 end,
                 case
                     when action_type is null then 'missing action'
-                    when action_type <> 'VARCHAR'
+                    when topic = 'customers_snapshot' and (
+                        action_type <> 'VARCHAR' or lower(action) <> 'customers.snapshot'
+                    ) then 'unknown action (expected customers.snapshot from the backfill)'
+                    when topic = 'customers' and (
+                        action_type <> 'VARCHAR'
                         or not regexp_full_match(lower(action), 'customers\.(create|update|delete)')
-                        then 'unknown action (expected customers.create, update or delete)'
+                    ) then 'unknown action (expected customers.create, update or delete)'
                 end,
                 case
                     when timestamp_type is null then 'missing timestamp'
@@ -116,7 +122,7 @@ final as (
         xid,
         action,
         case
-            when reject_reason is null and topic = 'customers'
+            when reject_reason is null and topic in ('customers', 'customers_snapshot')
                 then epoch_ms(event_ms)::timestamptz
         end as event_ts,
         customer_id,

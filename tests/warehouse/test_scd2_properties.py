@@ -25,13 +25,19 @@ from scd2_support import (
     ms_to_datetime,
 )
 
-ACTION_RANK = {"CREATE": 1, "UPDATE": 2, "DELETE": 3}
+ACTION_RANK = {"SNAPSHOT": 0, "CREATE": 1, "UPDATE": 2, "DELETE": 3}
 
 # few customers and instants, so that ties, re-creations and no-op events are common;
 # the instants cross midnight so that rpt_customer_daily sees several days
 CUSTOMERS = ("c1", "c2", "c3")
 INSTANTS = (T0, T0 + HOUR_MS, T0 + DAY_MS - 1, T0 + DAY_MS, T0 + 3 * DAY_MS)
-ACTIONS = ("customers.CREATE", "customers.update", "Customers.Update", "customers.DELETE")
+ACTIONS = (
+    "customers.CREATE",
+    "customers.update",
+    "Customers.Update",
+    "customers.DELETE",
+    "customers.SNAPSHOT",  # the backfill's (pipelines/backfill.py)
+)
 VARIED = {
     "name": st.sampled_from(["Amal", "Noor", None]),
     "email": st.sampled_from(["a@example.com", None]),
@@ -40,6 +46,9 @@ VARIED = {
     "is_active": st.sampled_from([True, False, None, "yes"]),
     "created_at": st.sampled_from([1705548163869, 0, None, "not a time", "1705548163869", 10**17]),
 }
+SNAPSHOT_CREATED_AT = st.sampled_from([T0 - 2 * DAY_MS, T0 + HOUR_MS // 2, T0 + 5 * DAY_MS, None])
+"""A snapshot's created_at, which can date its customer's first version: kept near the instants
+(a created_at of 0 would make the daily report span 55 years)."""
 
 
 # -- the reference implementation ------------------------------------------------------------------
@@ -95,6 +104,13 @@ def reference_dim_customer(events: list[dict[str, Any]]) -> list[dict[str, Any]]
             ),
             key=lambda item: (item[0], item[1], item[2]["xid"]),
         )
+        if history and history[0][1] == ACTION_RANK["SNAPSHOT"]:
+            # a snapshot that is the first event stands for the customer since its created_at
+            ts, rank, event = history[0]
+            created_at = present_attributes(event).get("created_at")
+            if created_at is not None:
+                created_ms = (created_at - ms_to_datetime(0)) // timedelta(milliseconds=1)
+                history[0] = (min(ts, created_ms), rank, event)
         state = dict.fromkeys(ATTRIBUTES)
         instants: list[dict[str, Any]] = []  # the state after the last event of each instant
         for ts, rank, event in history:
@@ -186,6 +202,8 @@ def event_payloads(draw, example: dict[str, Any]) -> dict[str, Any]:
             del container[key]
         else:
             container[key] = value
+    if event["action"].endswith("SNAPSHOT"):
+        event["data"]["user"]["created_at"] = draw(SNAPSHOT_CREATED_AT)
     user = draw(st.sampled_from(["kept", "kept", "kept", "null", "absent"]))
     if user == "null":
         event["data"]["user"] = None

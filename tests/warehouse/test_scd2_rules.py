@@ -303,3 +303,103 @@ def test_customer_sk_is_md5_of_customer_id_and_valid_from(wh, customer_event):
     (row,) = wh.dim("c1")
     epoch_us = (T1 + 7) * 1000
     assert row["customer_sk"] == md5_hex(f"c1|{epoch_us}")
+
+
+# -- backfill snapshots (customers.SNAPSHOT, pipelines/backfill.py) --------------------------------
+
+DAY_BEFORE = T0 - 86_400_000
+
+
+def test_a_first_snapshot_starts_the_history_at_created_at(wh, customer_event):
+    wh.deliver([customer_event("c1", "SNAPSHOT", T5, "s1", name="Amal", created_at=DAY_BEFORE)])
+    wh.run()
+
+    assert pick(wh.dim("c1"), "version", "valid_from", "valid_to", "change_action", "name") == [
+        (1, at(DAY_BEFORE), None, "SNAPSHOT", "Amal"),
+    ]
+    # counted new on the day it was created, not on the day the backfill saw it
+    assert pick(wh.rows("analytics.rpt_customer_daily"), "day", "new_customers") == [
+        (at(DAY_BEFORE).date(), 1),
+    ]
+
+
+def test_a_first_snapshot_without_created_at_starts_at_its_observation(wh, customer_event):
+    wh.deliver([customer_event("c1", "SNAPSHOT", T5, "s1", created_at=None)])
+    wh.run()
+
+    assert pick(wh.dim("c1"), "version", "valid_from", "change_action") == [
+        (1, at(T5), "SNAPSHOT"),
+    ]
+
+
+def test_a_snapshot_equal_to_the_webhooks_state_adds_no_version(wh, customer_event):
+    wh.deliver([customer_event("c1", "CREATE", T1, "w1", name="Amal", created_at=T1)])
+    wh.run()
+    before = wh.dim("c1")
+    wh.deliver([customer_event("c1", "SNAPSHOT", T4, "s1", name="Amal", created_at=T1)])
+    wh.run()
+
+    assert wh.dim("c1") == before
+    assert pick(before, "version", "change_action", "source_xid") == [(1, "CREATE", "w1")]
+
+
+def test_a_snapshot_that_differs_adds_a_snapshot_version_at_its_observation(wh, customer_event):
+    wh.deliver(
+        [
+            customer_event("c1", "CREATE", T1, "w1", name="Amal", created_at=T1),
+            customer_event("c1", "SNAPSHOT", T4, "s1", name="Amal Q", created_at=T1),
+        ]
+    )
+    wh.run()
+
+    assert pick(wh.dim("c1"), "version", "valid_from", "valid_to", "change_action", "name") == [
+        (1, at(T1), at(T4), "CREATE", "Amal"),
+        (2, at(T4), None, "SNAPSHOT", "Amal Q"),
+    ]
+
+
+def test_a_later_webhook_wins_over_an_older_snapshot_whatever_arrives_first(wh, customer_event):
+    wh.deliver(
+        [
+            customer_event("c1", "UPDATE", T4, "w2", name="Webhook"),
+            # the same instant: the webhook applies after the snapshot
+            customer_event("c2", "UPDATE", T3, "w3", name="Webhook"),
+        ]
+    )
+    wh.run()
+    wh.deliver(
+        [
+            customer_event("c1", "SNAPSHOT", T3, "s1", name="Snapshot", created_at=T1),
+            customer_event("c2", "SNAPSHOT", T3, "s2", name="Snapshot", created_at=T1),
+        ]
+    )
+    wh.run()
+
+    current = {row["customer_id"]: row for row in wh.rows("analytics.dim_customer_current")}
+    assert current["c1"]["name"] == current["c2"]["name"] == "Webhook"
+    assert pick(wh.dim("c1"), "valid_from", "change_action", "name") == [
+        (at(T1), "SNAPSHOT", "Snapshot"),
+        (at(T4), "UPDATE", "Webhook"),
+    ]
+    # c2's snapshot is its first event, so it dates the customer from created_at
+    assert pick(wh.dim("c2"), "valid_from", "change_action", "name") == [
+        (at(T1), "SNAPSHOT", "Snapshot"),
+        (at(T3), "UPDATE", "Webhook"),
+    ]
+
+
+def test_a_snapshot_after_a_delete_reopens_the_customer(wh, customer_event):
+    wh.deliver(
+        [
+            customer_event("c1", "CREATE", T1, "w1", name="Amal", created_at=T1),
+            customer_event("c1", "DELETE", T2, "w2", name="Amal", created_at=T1),
+            customer_event("c1", "SNAPSHOT", T3, "s1", name="Amal", created_at=T1),
+        ]
+    )
+    wh.run()
+
+    assert pick(wh.dim("c1"), "version", "is_deleted", "change_action") == [
+        (1, False, "CREATE"),
+        (2, True, "DELETE"),
+        (3, False, "SNAPSHOT"),
+    ]

@@ -1,7 +1,9 @@
 -- analytics.dim_customer
 -- Grain: one row per customer version (SCD type 2 over event time, not arrival time).
 --
--- Events of a customer are ordered by (event_ts, CREATE < UPDATE < DELETE, xid). Each event's
+-- Events of a customer are ordered by (event_ts, SNAPSHOT < CREATE < UPDATE < DELETE, xid):
+-- a backfill snapshot (staging action SNAPSHOT, the whole customer as the API listed it) is an
+-- event like the others, and a webhook at the same instant wins over it. Each event's
 -- payload is applied on top of the state just before it: an attribute takes the value of the
 -- latest event whose payload carried its key (staging's absent_attributes), so an absent key
 -- keeps the previous value and an explicit null clears it. The state after the last event of an
@@ -79,14 +81,47 @@ where customer_id in (select customer_id from dim_customer__changed_customers);
 
 insert into analytics.dim_customer
 -- not materialized: both are read twice, and rescanning beats holding 1M wide rows in memory
-with events as not materialized (
+with staged_events as not materialized (
     select
         rowid as event_row,
         *,
-        case action when 'CREATE' then 1 when 'UPDATE' then 2 when 'DELETE' then 3 end
-            as action_rank
+        case action
+            when 'SNAPSHOT' then 0 when 'CREATE' then 1 when 'UPDATE' then 2 when 'DELETE' then 3
+        end as action_rank
     from staging.stg_customer_events
     semi join dim_customer__changed_customers using (customer_id)
+),
+
+-- A backfill snapshot that is a customer's first event stands for the customer since its
+-- created_at (so that it is counted new on the right day); any other snapshot is an event at
+-- the time it was observed.
+customers_with_snapshots as (
+    select distinct customer_id
+    from staged_events
+    where action = 'SNAPSHOT'
+),
+
+events as not materialized (
+    select * from staged_events
+    anti join customers_with_snapshots using (customer_id)
+    union all
+    (
+        select
+            * exclude (first_event) replace (
+                if(
+                    action = 'SNAPSHOT' and first_event, least(event_ts, created_at), event_ts
+                ) as event_ts
+            )
+        from (
+            select
+                *,
+                row_number() over (
+                    partition by customer_id order by event_ts, action_rank, xid
+                ) = 1 as first_event
+            from staged_events
+            semi join customers_with_snapshots using (customer_id)
+        )
+    )
 ),
 
 -- Flavours sends the whole customer, so usually every event carries every key and its state is

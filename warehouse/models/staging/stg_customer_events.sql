@@ -120,7 +120,7 @@ with new_deliveries as (
         xid is not null
         and customer_id is not null
         and event_ts is not null
-        and regexp_full_match(action, 'customers\.(create|update|delete)', 'i')
+        and regexp_full_match(action, 'customers\.(create|update|delete|snapshot)', 'i')
 ),
 
 staged_deliveries as (
