@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-servers lint format demo serve load bench-ingest bench-load bench-readers bench-s3 clean
+.PHONY: help venv test test-servers lint format demo serve load bench-ingest bench-load bench-readers bench-s3 bench-actions clean
 
 help:
 	@echo "make test          set up .venv and run the whole test suite"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-load    1M-event load + dimension benchmark"
 	@echo "make bench-readers reader query latency, idle and during a 1M-event load"
 	@echo "make bench-s3      reading many small landed objects from S3 (moto, added latency)"
+	@echo "make bench-actions welcome e-mails to 10,000 new customers through the outbox"
 
 venv: $(STAMP)
 
@@ -68,6 +69,9 @@ bench-readers: $(STAMP)
 
 bench-s3: $(STAMP)
 	$(BIN)/python bench/bench_s3_fetch.py
+
+bench-actions: $(STAMP)
+	$(BIN)/python bench/bench_actions.py
 
 clean:
 	rm -rf data .pytest_cache .ruff_cache

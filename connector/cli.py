@@ -1,4 +1,4 @@
-"""The ``flavours`` command line: serve, load, backfill, sql, send, demo, dev, fake-api.
+"""The ``flavours`` command line: serve, load, backfill, actions, sql, send, demo, dev, fake-api.
 
 Settings come from ``FLAVOURS_*`` variables (and ``.env``); options here override a few of them.
 """
@@ -156,6 +156,85 @@ def backfill(since, per_page: int, restart: bool, progress: bool) -> None:
     for name, count in sorted(result.unexpected_fields.items()):
         click.echo(f"unmapped field from the API: {name} ({count} customers)", err=True)
     click.echo("run `flavours load` to add them to the customer dimension", err=True)
+
+
+@main.group()
+def actions() -> None:
+    """The outbox of actions on customer events (FLAVOURS_ACTIONS_FILE): list, retry, dispatch."""
+
+
+@actions.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "failed", "sent", "dead", "skipped", "all"]),
+    help="Only rows of this status (default: all but skipped).",
+)
+@click.option("--rule", help="Only rows of this rule.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--csv", "as_csv", is_flag=True, help="Every matching row as CSV.")
+def actions_list(status: str | None, rule: str | None, limit: int, as_csv: bool) -> None:
+    """Show the newest actions and the count of each status (as readers see the warehouse)."""
+    from pipelines.actions import has_outbox
+    from warehouse.lake import WarehouseError, connect_reader
+
+    try:
+        with connect_reader(load_settings()) as con:
+            if not has_outbox(con):
+                click.echo("no actions yet (is FLAVOURS_ACTIONS_FILE set, and has a load run?)")
+                return
+            params = {"status": status, "rule": rule, "limit": None if as_csv else limit}
+            if not as_csv:
+                totals = con.execute(
+                    "select status, count(*) from ops.customer_actions group by all order by 1"
+                ).fetchall()
+                click.echo(", ".join(f"{name} {count:,}" for name, count in totals))
+            rows = con.sql(
+                """
+                select action_id, rule, event, customer_id, version, status, attempts,
+                    last_error, skip_reason, updated_at
+                from ops.customer_actions
+                where ($status = 'all' or status = coalesce($status, status))
+                    and ($status is not null or status <> 'skipped')
+                    and rule = coalesce($rule, rule)
+                order by updated_at desc, action_id
+                limit $limit
+                """,
+                params=params,
+            )
+            if as_csv:
+                _write_csv(rows)
+            else:
+                rows.show(max_rows=limit, max_width=_terminal_width())
+    except WarehouseError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@actions.command("retry")
+@click.argument("action_ids", nargs=-1)
+@click.option("--rule", help="Only the dead actions of this rule.")
+@click.option("--all", "everything", is_flag=True, help="Every dead action.")
+def actions_retry(action_ids: tuple[str, ...], rule: str | None, everything: bool) -> None:
+    """Make dead actions pending again (the next dispatch sends them): ACTION_IDS, --rule or
+    --all."""
+    from pipelines.actions import retry
+
+    if not (action_ids or rule or everything):
+        raise click.UsageError("name ACTION_IDS, a --rule, or --all")
+    count = retry(load_settings(), rule=rule, action_ids=list(action_ids) or None)
+    click.echo(f"{count} dead actions are pending again; they go out with the next dispatch")
+
+
+@actions.command("dispatch")
+def actions_dispatch() -> None:
+    """Plan the dimension's new versions and send what is due now (as each load does)."""
+    from pipelines.action_rules import RulesFileError
+    from pipelines.actions import dispatch
+
+    try:
+        report = dispatch(load_settings())
+    except RulesFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(report.line())
 
 
 @main.command("fake-api")

@@ -10,12 +10,14 @@ stays in ``FLAVOURS_LANDING_URL`` / ``FLAVOURS_WAREHOUSE`` (``./data`` by defaul
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -171,10 +173,15 @@ def run_demo(
     try:
         wait_healthy(f"http://127.0.0.1:{port}/healthz", receiver)
         stream = synthetic_events(customers, events)
-        deliveries = [documented_example(), *delivery_order(stream, duplicates=0.05, shuffle=True)]
+        deliveries = [
+            documented_example(),
+            *delivery_order(stream, duplicates=0.05, shuffle=True),
+            joining_now(),
+        ]
         echo(
-            f"2. sending {len(deliveries):,} deliveries: the documented example and {events:,} "
-            f"events of {customers:,} customers, shuffled, 5 % delivered twice"
+            f"2. sending {len(deliveries):,} deliveries: the documented example, {events:,} "
+            f"events of {customers:,} customers (shuffled, 5 % delivered twice) and a customer "
+            "who joins right now"
         )
         url = f"http://127.0.0.1:{port}/webhooks/flavours/customers?token={token}"
         report = send_events(url, deliveries, concurrency=16)
@@ -185,11 +192,105 @@ def run_demo(
         echo(f"   a malformed body was answered {bad.status_code} and kept under _rejected/")
     finally:
         stop(receiver)
-    echo(f"3. loading {settings.landing_url} into {settings.warehouse}")
-    _, summary = run_load(settings)
+    with DemoMailbox() as mailbox:
+        actions = mailbox.settings(settings, Path(settings.warehouse).parent / "demo-actions.yaml")
+        echo(
+            f"3. loading {settings.landing_url} into {settings.warehouse}, with the welcome "
+            f"e-mail rule of {actions.actions_file} and an SMTP sink on 127.0.0.1:{mailbox.port}"
+        )
+        _, summary = run_load(actions)
     for line in summary.lines():
         echo(f"   {line}")
     show_results(settings, echo)
+    echo(
+        f"6. e-mails the SMTP sink received: {len(mailbox.messages)} (older versions are "
+        "skipped by the rule's max_age of 24 h: only the customer who joined now is welcomed)"
+    )
+    for message in mailbox.messages[:1]:
+        echo(textwrap.indent(message.as_string().strip(), "   | ", lambda line: True))
+    echo(NEXT_STEPS)
+
+
+NEXT_STEPS = (
+    "Explore the tables: .venv/bin/flavours sql 'from analytics.dim_customer limit 10' "
+    "(or, in Python, `from warehouse import connect_reader`).\n"
+    "See the runs, the asset graph and the checks: make serve (Dagster UI on :3000).\n"
+    "Import pre-existing customers from the Customers API (a stand-in on loopback): "
+    ".venv/bin/flavours fake-api & then FLAVOURS_API_URL=http://127.0.0.1:8010 "
+    "FLAVOURS_API_TOKEN=fake-api-token .venv/bin/flavours backfill && .venv/bin/flavours load"
+)
+
+DEMO_RULES = """\
+# The demo's actions (FLAVOURS_ACTIONS_FILE): a welcome e-mail for each new customer.
+rules:
+  - name: welcome
+    on: created
+    max_age: 24h
+    do: email
+    email:
+      subject: "Welcome to Flavours, {{ name }}"
+      body: |
+        Hello {{ name }},
+
+        thank you for joining us{% if city %} in {{ city }}{% endif %}. Your first coffee is on us.
+      languages:
+        ar:
+          subject: "أهلاً بك يا {{ name }}"
+          body: "شكراً لانضمامك إلينا. قهوتك الأولى علينا."
+"""
+
+
+def joining_now() -> dict:
+    """A new customer's CREATE stamped now (the demo's other events are from 2025)."""
+    from connector.sending import documented_example
+
+    event = documented_example()
+    customer_id = str(uuid.uuid4())
+    event["xid"] = str(uuid.uuid4())
+    event["timestamp"] = int(time.time() * 1000)
+    event["data"]["id"] = customer_id
+    event["data"]["user"].update(
+        userable_id=customer_id, name="Layla Al-Harbi", email="layla@example.com", lang="en"
+    )
+    return event
+
+
+class DemoMailbox:
+    """An SMTP sink on a free loopback port (aiosmtpd) that keeps the messages it receives."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.messages: list = []
+
+    def settings(self, settings: Settings, rules_path: Path) -> Settings:
+        """``settings`` with the demo's rules (written to ``rules_path``) and this sink."""
+        rules_path.write_text(DEMO_RULES)
+        return settings.model_copy(
+            update={
+                "actions_file": str(rules_path),
+                "smtp_host": "127.0.0.1",
+                "smtp_port": self.port,
+                "smtp_tls": "none",
+                "smtp_from": "Flavours demo <hello@flavours.example>",
+            }
+        )
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        from email import message_from_bytes, policy
+
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 Message accepted"
+
+    def __enter__(self) -> DemoMailbox:
+        from aiosmtpd.controller import Controller
+
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._controller.stop()
 
 
 def show_results(settings: Settings, echo: Callable[[str], None]) -> None:
@@ -209,14 +310,6 @@ def show_results(settings: Settings, echo: Callable[[str], None]) -> None:
         )
         echo("5. the last days of analytics.rpt_customer_daily")
         echo(str(con.sql("select * from analytics.rpt_customer_daily order by day desc limit 7")))
-    echo(
-        "Explore the tables: .venv/bin/flavours sql 'from analytics.dim_customer limit 10' "
-        "(or, in Python, `from warehouse import connect_reader`).\n"
-        "See the runs, the asset graph and the checks: make serve (Dagster UI on :3000).\n"
-        "Import pre-existing customers from the Customers API (a stand-in on loopback): "
-        ".venv/bin/flavours fake-api & then FLAVOURS_API_URL=http://127.0.0.1:8010 "
-        "FLAVOURS_API_TOKEN=fake-api-token .venv/bin/flavours backfill && .venv/bin/flavours load"
-    )
 
 
 def run_dev(

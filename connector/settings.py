@@ -84,6 +84,30 @@ class Settings(BaseSettings):
     api_max_attempts: int = Field(
         8, ge=1, description="Attempts per Customers API page on 429, 5xx and timeouts."
     )
+    actions_file: str | None = Field(
+        None, description="YAML rules for actions on customer events (unset: no actions)."
+    )
+    actions_max_attempts: int = Field(
+        8, ge=1, description="Attempts of one action before it is dead."
+    )
+    actions_retry_base_s: float = Field(
+        60, ge=0, description="Wait before an action's first retry; doubles each time, at most 1 h."
+    )
+    actions_concurrency: int = Field(
+        4, ge=1, le=64, description="Actions sent at once (SMTP connections, HTTP requests)."
+    )
+    smtp_host: str | None = Field(None, description="SMTP server of e-mail actions.")
+    smtp_port: int = Field(587, gt=0, lt=65536, description="SMTP port (587 STARTTLS, 465 SSL).")
+    smtp_tls: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", description="SMTP transport security."
+    )
+    smtp_username: str | None = Field(None, description="SMTP login (unset: no login).")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (never logged).")
+    smtp_from: str | None = Field(None, description="From address of e-mail actions.")
+    smtp_timeout_s: float = Field(10, gt=0, description="Timeout of one SMTP operation.")
+    smtp_ca_file: str | None = Field(
+        None, description="CA bundle that signs the SMTP server's certificate (default: system)."
+    )
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest accepted body (413).")
     batch_max_wait_ms: float = Field(
         20, ge=0, description="Longest a batch gathers events before it is written."

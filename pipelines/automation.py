@@ -30,8 +30,9 @@ SENSOR_INTERVAL_S = Settings().sensor_interval_s
 
 flavours_job = define_asset_job(
     "flavours_job",
-    selection=AssetSelection.groups("raw", "staging", "analytics"),
-    description="Load new landed objects exactly once, then update the customer models.",
+    selection=AssetSelection.groups("raw", "staging", "analytics", "ops"),
+    description="Load new landed objects exactly once, update the customer models, then send "
+    "the actions their new versions call for.",
 )
 
 hourly_schedule = ScheduleDefinition(

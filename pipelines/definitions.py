@@ -10,6 +10,7 @@ from __future__ import annotations
 from dagster import Definitions
 from dagster_dlt import DagsterDltResource
 
+from pipelines.action_assets import actions_job, customer_actions, due_actions, no_dead_actions
 from pipelines.assets import customers_snapshot, landing_assets, model_assets, raw_tables
 from pipelines.automation import flavours_job, hourly_schedule, new_landed_objects
 from pipelines.checks import dimension_checks, input_warnings
@@ -19,10 +20,10 @@ from pipelines.resources import FlavoursSettings
 def build_definitions(flavours: FlavoursSettings | None = None) -> Definitions:
     """The connector's definitions; tests and ``flavours load`` pass explicit settings."""
     return Definitions(
-        assets=[*landing_assets, customers_snapshot, raw_tables, *model_assets],
-        asset_checks=[dimension_checks, input_warnings],
-        jobs=[flavours_job],
-        sensors=[new_landed_objects],
+        assets=[*landing_assets, customers_snapshot, raw_tables, *model_assets, customer_actions],
+        asset_checks=[dimension_checks, input_warnings, no_dead_actions],
+        jobs=[flavours_job, actions_job],
+        sensors=[new_landed_objects, due_actions],
         schedules=[hourly_schedule],
         resources={"dlt": DagsterDltResource(), "flavours": flavours or FlavoursSettings()},
     )

@@ -5,7 +5,10 @@ for them (never at import), so one code location serves any environment; fields 
 resource (tests, ``flavours load``) override the environment.
 """
 
+from typing import Any
+
 from dagster import ConfigurableResource
+from pydantic import Field, SecretStr
 
 from connector.settings import Settings
 
@@ -20,13 +23,21 @@ class FlavoursSettings(ConfigurableResource):
     warehouse: str | None = None
     warehouse_data_url: str | None = None
     dlt_dir: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Any other settings, by field name (``flavours load`` and tests pass what they set)."""
 
     @classmethod
     def of(cls, settings: Settings) -> "FlavoursSettings":
-        """The resource that resolves to ``settings``' landing store, warehouse and dlt folder."""
-        return cls(**{field: getattr(settings, field) for field in _FIELDS})
+        """The resource that resolves to ``settings``: its landing store, warehouse and dlt
+        folder, and every other setting it was given explicitly."""
+        given = {
+            name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name in settings.model_fields_set - set(_FIELDS)
+            if (value := getattr(settings, name)) is not None
+        }
+        return cls(**{field: getattr(settings, field) for field in _FIELDS}, overrides=given)
 
     def get(self) -> Settings:
         """The connector settings, environment first, then this resource's overrides."""
         overrides = {field: getattr(self, field) for field in _FIELDS}
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**self.overrides, **{k: v for k, v in overrides.items() if v is not None})

@@ -20,6 +20,7 @@ from warehouse import connect_reader
 
 LOAD_OP = "load_landed_objects"
 STAGING_OP = "staging__stg_customer_events"
+ACTIONS_OP = "ops__customer_actions"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class LoadSummary:
     versions: int
     customers: int
     checks_failed: list[str]
+    actions: str | None = None
+    """What the outbox step did, when FLAVOURS_ACTIONS_FILE is set."""
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
@@ -51,6 +54,7 @@ class LoadSummary:
                 if not self.checks_failed
                 else "FAILED: " + ", ".join(self.checks_failed)
             ),
+            *([f"actions                 {self.actions}"] if self.actions else []),
         ]
 
 
@@ -130,6 +134,18 @@ def summarise(settings: Settings, result: ExecuteInProcessResult) -> LoadSummary
     for materialization in result.asset_materializations_for_node(LOAD_OP):
         if materialization.asset_key.path == ["raw", "customer_events"]:
             loaded = {key: materialization.metadata[key].value for key in loaded}
+    actions = None
+    for materialization in result.asset_materializations_for_node(ACTIONS_OP):
+        metadata = {key: value.value for key, value in materialization.metadata.items()}
+        if "skipped" not in metadata:
+            actions = (
+                f"sent {metadata['sent_now']:,}, failed {metadata['failed_now']:,}, "
+                f"dead {metadata['dead_now']:,} (outbox: "
+                + ", ".join(
+                    f"{n:,} {s}" for s, n in sorted(metadata.get("outbox_by_status", {}).items())
+                )
+                + ")"
+            )
     failed = [
         evaluation.check_name
         for evaluation in result.get_asset_check_evaluations()
@@ -151,4 +167,5 @@ def summarise(settings: Settings, result: ExecuteInProcessResult) -> LoadSummary
             versions=count("select count(*) from analytics.dim_customer"),
             customers=count("select count(*) from analytics.dim_customer_current"),
             checks_failed=failed,
+            actions=actions,
         )

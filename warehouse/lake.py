@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import duckdb
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from connector.settings import Settings
 
@@ -214,9 +214,10 @@ class Lake:
         """Whether the catalog is there (a SQLite catalog file; a Postgres one is assumed)."""
         return self.on_postgres or Path(self.catalog).exists()
 
-    def lock_key(self) -> int:
-        """The Postgres advisory lock key of this lake's writers."""
-        digest = hashlib.sha256(f"flavours-warehouse:{METADATA_SCHEMA}".encode()).digest()
+    def lock_key(self, name: str = "writer") -> int:
+        """The Postgres advisory lock key of this lake's lock ``name`` (``writer``: writers)."""
+        suffix = "" if name == "writer" else f":{name}"
+        digest = hashlib.sha256(f"flavours-warehouse:{METADATA_SCHEMA}{suffix}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -436,31 +437,46 @@ def maintain(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     con.execute("call ducklake_cleanup_old_files(?, older_than => ?)", [LAKE, keep_from])
 
 
-@contextlib.contextmanager
-def writer_lock(lake: Lake) -> Iterator[None]:
+def writer_lock(lake: Lake) -> contextlib.AbstractContextManager[None]:
     """Serialise the lake's writers (loads and model runs): a lock file beside a SQLite
     catalog, a Postgres advisory lock on a shared catalog (across machines)."""
+    return lake_lock(lake, "writer")
+
+
+@contextlib.contextmanager
+def lake_lock(lake: Lake, name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the lake's lock called ``name``, waiting at most ``timeout_s`` (0: fail at once if
+    another process holds it); a ``WarehouseError`` says who waited for what."""
+    busy = WarehouseError(
+        f"another process has held the {name} lock of the warehouse {lake.describe()} for more "
+        f"than {timeout_s:g} s"
+    )
     if not lake.on_postgres:
-        lock_path = f"{lake.catalog}.lock"
+        lock_path = f"{lake.catalog}.lock" if name == "writer" else f"{lake.catalog}.{name}.lock"
         Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(lock_path, timeout=LOCK_TIMEOUT_S):
+        try:
+            lock = FileLock(lock_path, timeout=timeout_s, blocking=timeout_s > 0)
+            lock.acquire()
+        except Timeout:
+            raise busy from None
+        try:
             yield
+        finally:
+            lock.release()
         return
     import psycopg
 
+    key = lake.lock_key(name)
     with psycopg.connect(lake.catalog, autocommit=True) as pg:
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while not pg.execute("select pg_try_advisory_lock(%s)", [lake.lock_key()]).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise WarehouseError(
-                    f"another writer has held the warehouse {lake.describe()} for more than "
-                    f"{LOCK_TIMEOUT_S // 60} minutes"
-                )
+        deadline = time.monotonic() + timeout_s
+        while not pg.execute("select pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
+            if time.monotonic() >= deadline:
+                raise busy
             time.sleep(0.5)
         try:
             yield
         finally:
-            pg.execute("select pg_advisory_unlock(%s)", [lake.lock_key()])
+            pg.execute("select pg_advisory_unlock(%s)", [key])
 
 
 def _transient(error: duckdb.Error) -> bool:

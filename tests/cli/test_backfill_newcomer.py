@@ -68,5 +68,5 @@ def test_demo_then_backfill_from_the_fake_api_adds_the_existing_customers(tmp_pa
     assert shown.stdout.split() == ["customers", str(API_CUSTOMERS)]
     with warehouse.connect_reader(settings) as con:
         (current,) = con.sql("select count(*) from analytics.dim_customer_current").fetchone()
-    assert before == 6, "the demo's 5 customers and the documented example"
+    assert before == 7, "the demo's 5 customers, the documented example, one joining now"
     assert current == before + API_CUSTOMERS

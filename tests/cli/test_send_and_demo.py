@@ -97,7 +97,7 @@ def test_demo_runs_end_to_end_in_a_fresh_folder(tmp_path):
     )
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "acked 211, failed 0" in result.stdout
+    assert "acked 212, failed 0" in result.stdout
     assert "checks                  all passed" in result.stdout
     assert "rpt_customer_daily" in result.stdout
     demo_settings = Settings(warehouse=str(tmp_path / "data" / "warehouse.sqlite"))
@@ -108,9 +108,16 @@ def test_demo_runs_end_to_end_in_a_fresh_folder(tmp_path):
             "where customer_id = 'c4a868ea-735e-461f-868c-a5d2eaa212d0'"
         ).fetchall()
         rejected = con.sql("select count(*) from raw.customer_events_rejected").fetchall()
-    assert customers == [(31,)]
+    assert customers == [(32,)], "30 synthetic, the documented example, one joining now"
     assert example == [("User 1",)]
     assert rejected == [(1,)]
+    assert "e-mails the SMTP sink received: 1 " in result.stdout
+    assert "   | To: layla@example.com" in result.stdout
+    assert "   | Subject: Welcome to Flavours, Layla Al-Harbi" in result.stdout
+    with warehouse.connect_reader(demo_settings) as con:
+        statuses = con.sql("select status, count(*) from ops.customer_actions group by all")
+        ((versions,),) = con.sql("select count(*) from analytics.dim_customer").fetchall()
+        assert dict(statuses.fetchall()) == {"sent": 1, "skipped": versions - 1}
     receiver_log = (tmp_path / "data" / "demo-receiver.log").read_text()
     assert any(
         json.loads(line).get("status") == 202

@@ -35,10 +35,10 @@ def test_definitions_resolve_every_job_sensor_schedule_and_asset():
     assert schedule.job_name == job.name
     assert schedule.cron_schedule == "0 * * * *"
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == (
-        CONTRACT_ASSETS
+        CONTRACT_ASSETS | {"ops/customer_actions"}
     )
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert {"dim_customer_unique_customer_sk", "no_rejected_events"} <= checks
+    assert {"dim_customer_unique_customer_sk", "no_rejected_events", "no_dead_actions"} <= checks
 
 
 def test_assets_are_grouped_by_schema_and_described():
