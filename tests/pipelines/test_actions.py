@@ -432,3 +432,23 @@ def test_the_sensor_asks_for_a_dispatch_only_while_actions_are_due(
     assert isinstance(sent, SkipReason)
     assert "no actions are due" in str(sent.skip_message)
     assert len(hooks.received) == 1
+
+
+def test_an_smtp_server_that_hangs_times_out_and_the_message_goes_later(
+    settings, store: LandingStore, smtp, tmp_path
+):
+    settings = with_actions(
+        settings, tmp_path, WELCOME, **{**smtp_settings(settings, smtp), "smtp_timeout_s": 1}
+    )
+    smtp.sink.mode = "hang"
+    land(store, [envelope(customer_event("c1", "CREATE", NOW_MS))])
+    load(settings)
+    ((status, error),) = query(settings, "select status, last_error from ops.customer_actions")
+    smtp.sink.release.set()
+    smtp.sink.mode = "accept"
+    dispatch(settings)
+
+    assert status == "failed"
+    assert "timed out" in error
+    assert len(smtp.messages) == 1
+    assert outbox(settings) == [("welcome", "created", "c1", 1, "sent", 2)]
