@@ -4,18 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-servers lint format demo serve load bench-ingest bench-load bench-readers bench-s3 bench-actions clean
+.PHONY: help venv test test-servers lint format demo serve load bench-ingest bench-load bench-readers bench-s3 bench-actions bench-dashboard clean
 
 help:
 	@echo "make test          set up .venv and run the whole test suite"
 	@echo "make demo          set up .venv, receive sample events, load them, show the history"
-	@echo "make serve         receiver and dagster dev together (Ctrl-C stops both)"
+	@echo "make serve         receiver, dagster dev and the dashboard together (Ctrl-C stops all)"
 	@echo "make lint          ruff check and format check"
 	@echo "make bench-ingest  receiver throughput/latency benchmark"
 	@echo "make bench-load    1M-event load + dimension benchmark"
 	@echo "make bench-readers reader query latency, idle and during a 1M-event load"
 	@echo "make bench-s3      reading many small landed objects from S3 (moto, added latency)"
 	@echo "make bench-actions welcome e-mails to 10,000 new customers through the outbox"
+	@echo "make bench-dashboard dashboard queries and first paint on a 1M-event warehouse"
 
 venv: $(STAMP)
 
@@ -26,8 +27,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Servers the tests start on loopback (a throwaway Postgres cluster), from Debian's packages
-# when missing; without them those tests are skipped with the reason.
+# What the tests start on loopback (a throwaway Postgres cluster, headless Chromium), from
+# Debian's packages when missing; without them those tests are skipped with the reason.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
@@ -35,6 +36,9 @@ test-servers:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 		{ $(SUDO) apt-get update -qq && $(APT_INSTALL) postgresql >/dev/null; } || \
 		echo "postgresql could not be installed: the scale-out tests will be skipped"
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium >/dev/null; } || \
+		echo "chromium could not be installed: the dashboard's browser tests will be skipped"
 
 test: $(STAMP) test-servers
 	$(BIN)/ruff check .
@@ -72,6 +76,9 @@ bench-s3: $(STAMP)
 
 bench-actions: $(STAMP)
 	$(BIN)/python bench/bench_actions.py
+
+bench-dashboard: $(STAMP)
+	$(BIN)/python bench/bench_dashboard.py
 
 clean:
 	rm -rf data .pytest_cache .ruff_cache

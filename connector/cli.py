@@ -1,4 +1,5 @@
-"""The ``flavours`` command line: serve, load, backfill, actions, sql, send, demo, dev, fake-api.
+"""The ``flavours`` command line: serve, load, backfill, actions, dashboard, sql, send, demo, dev,
+fake-api.
 
 Settings come from ``FLAVOURS_*`` variables (and ``.env``); options here override a few of them.
 """
@@ -237,6 +238,18 @@ def actions_dispatch() -> None:
     click.echo(report.line())
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8501, show_default=True, type=int, help="Port to listen on.")
+def dashboard(host: str, port: int) -> None:
+    """Serve the customer dashboard (charts, breakdowns, one customer's timeline, freshness)."""
+    from dashboard.server import run_dashboard
+
+    settings = load_settings()
+    click.echo(f"dashboard on http://{host}:{port}/ over {settings.warehouse}", err=True)
+    run_dashboard(settings, host=host, port=port)
+
+
 @main.command("fake-api")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8010, show_default=True, type=int)
@@ -350,12 +363,25 @@ def demo(customers: int, events: int) -> None:
     help="No token at all (default: FLAVOURS_WEBHOOK_TOKEN or a new one).",
 )
 @click.option("--dagster-port", default=3000, show_default=True, type=int, help="Dagster UI port.")
-def dev(host: str, port: int, insecure: bool, dagster_port: int) -> None:
-    """Run the receiver and `dagster dev` together; Ctrl-C stops both."""
+@click.option(
+    "--dashboard-port", default=8501, show_default=True, type=int, help="Dashboard port (0: none)."
+)
+def dev(host: str, port: int, insecure: bool, dagster_port: int, dashboard_port: int) -> None:
+    """Run the receiver, `dagster dev` and the dashboard together; Ctrl-C stops them all."""
     from connector.devtools import run_dev
 
     settings = load_settings()
-    raise SystemExit(run_dev(settings, host, port, insecure, dagster_port, echo=click.echo))
+    raise SystemExit(
+        run_dev(
+            settings,
+            host,
+            port,
+            insecure,
+            dagster_port,
+            echo=click.echo,
+            dashboard_port=dashboard_port or None,
+        )
+    )
 
 
 @main.command()

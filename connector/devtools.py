@@ -214,6 +214,8 @@ def run_demo(
 NEXT_STEPS = (
     "Explore the tables: .venv/bin/flavours sql 'from analytics.dim_customer limit 10' "
     "(or, in Python, `from warehouse import connect_reader`).\n"
+    "See the charts and one customer's history: .venv/bin/flavours dashboard "
+    "(http://127.0.0.1:8501).\n"
     "See the runs, the asset graph and the checks: make serve (Dagster UI on :3000).\n"
     "Import pre-existing customers from the Customers API (a stand-in on loopback): "
     ".venv/bin/flavours fake-api & then FLAVOURS_API_URL=http://127.0.0.1:8010 "
@@ -319,13 +321,14 @@ def run_dev(
     insecure: bool,
     dagster_port: int,
     echo: Callable[[str], None] = print,
+    dashboard_port: int | None = 8501,
 ) -> int:
-    """Run the receiver and ``dagster dev`` until Ctrl-C (or one of them exits).
+    """Run the receiver, ``dagster dev`` and the dashboard until Ctrl-C (or one of them exits).
 
     Without ``FLAVOURS_WEBHOOK_TOKEN`` (and without ``--insecure``) a token is generated for
     this run and the webhook URL printed, so a local setup is never an open endpoint.
 
-    Ctrl-C (SIGINT) and SIGTERM both stop the two children, each in its own process group,
+    Ctrl-C (SIGINT) and SIGTERM both stop the children, each in its own process group,
     even when this process inherited SIGINT as ignored (started with ``&`` from a script):
     otherwise a signal would end this process alone and leave them running.
     """
@@ -337,14 +340,19 @@ def run_dev(
         token = env["FLAVOURS_WEBHOOK_TOKEN"] = secrets.token_urlsafe(24)
     query = f"?token={token}" if token else ""
     echo(f"webhooks: http://{host}:{port}/webhooks/flavours/customers{query}")
-    echo(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops both)")
+    echo(f"Dagster UI: http://127.0.0.1:{dagster_port}  (Ctrl-C stops everything)")
+    if dashboard_port:
+        echo(f"dashboard: http://127.0.0.1:{dashboard_port}")
     serve = [str(BIN / "flavours"), "serve", "--host", host, "--port", str(port)]
     dagster = [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-p", str(dagster_port)]
+    dashboard = [str(BIN / "flavours"), "dashboard", "--port", str(dashboard_port)]
     children: list[subprocess.Popen] = []
     stopping = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         children.append(start([*serve, *(["--insecure"] if insecure else [])], env))
         children.append(start(dagster, env))
+        if dashboard_port:
+            children.append(start(dashboard, env))
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
     except KeyboardInterrupt:

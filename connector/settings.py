@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     smtp_ca_file: str | None = Field(
         None, description="CA bundle that signs the SMTP server's certificate (default: system)."
     )
+    dashboard_personal_data: bool = Field(
+        False, description="Show names, e-mails and phones on the dashboard (default: masked)."
+    )
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest accepted body (413).")
     batch_max_wait_ms: float = Field(
         20, ge=0, description="Longest a batch gathers events before it is written."

@@ -1,4 +1,5 @@
-"""`flavours dev` (make serve): receiver and `dagster dev` together, one Ctrl-C stops both."""
+"""`flavours dev` (make serve): receiver, `dagster dev` and the dashboard together; one Ctrl-C
+stops them all."""
 
 from __future__ import annotations
 
@@ -66,9 +67,9 @@ def answers(url: str) -> bool:
         return False
 
 
-def dev_command(receiver_port: int, dagster_port: int) -> list[str]:
+def dev_command(receiver_port: int, dagster_port: int, dashboard_port: int = 0) -> list[str]:
     ports = ["--port", str(receiver_port), "--dagster-port", str(dagster_port)]
-    return [str(VENV_BIN / "flavours"), "dev", *ports]
+    return [str(VENV_BIN / "flavours"), "dev", *ports, "--dashboard-port", str(dashboard_port)]
 
 
 def ignore_sigint() -> None:
@@ -82,8 +83,8 @@ def ignore_sigint() -> None:
     [(signal.SIGINT, None), (signal.SIGINT, ignore_sigint), (signal.SIGTERM, None)],
     ids=["ctrl-c", "ctrl-c-after-starting-with-sigint-ignored", "sigterm"],
 )
-def test_one_signal_stops_receiver_and_dagster_dev(tmp_path, stop_signal, preexec_fn):
-    receiver_port, dagster_port = free_port(), free_port()
+def test_one_signal_stops_receiver_dagster_dev_and_dashboard(tmp_path, stop_signal, preexec_fn):
+    receiver_port, dagster_port, dashboard_port = free_port(), free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k != "FLAVOURS_WEBHOOK_TOKEN"},
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
@@ -92,7 +93,7 @@ def test_one_signal_stops_receiver_and_dagster_dev(tmp_path, stop_signal, preexe
         "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
     }
     dev = subprocess.Popen(
-        dev_command(receiver_port, dagster_port),
+        dev_command(receiver_port, dagster_port, dashboard_port),
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -113,8 +114,13 @@ def test_one_signal_stops_receiver_and_dagster_dev(tmp_path, stop_signal, preexe
             timeout=120,
             what="dagster webserver",
         )
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{dashboard_port}/healthz"),
+            timeout=60,
+            what="dashboard",
+        )
         started = descendants(dev.pid)
-        assert len(started) >= 4, "receiver, its worker, dagster dev and its webserver"
+        assert len(started) >= 6, "receiver, dagster dev, dashboard and their workers"
 
         # Without FLAVOURS_WEBHOOK_TOKEN a token is generated and the URL printed: not open.
         url = dev.stdout.readline().split("webhooks: ", 1)[1].strip()
@@ -136,6 +142,7 @@ def test_one_signal_stops_receiver_and_dagster_dev(tmp_path, stop_signal, preexe
         stop_process(dev)
         kill_process_groups(leftovers)
     assert not answers(f"http://127.0.0.1:{receiver_port}/healthz")
+    assert not answers(f"http://127.0.0.1:{dashboard_port}/healthz")
 
 
 def dagster_runs(dagster_url: str) -> list[dict]:

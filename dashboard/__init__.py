@@ -1,0 +1,1 @@
+"""The customer dashboard (``flavours dashboard``): a Dash app over the warehouse's readers."""
