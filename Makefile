@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test test-servers lint format demo serve load bench-ingest bench-load bench-readers bench-s3 bench-actions bench-dashboard clean
+.PHONY: help venv lock test test-servers lint format demo serve load bench-ingest bench-load bench-readers bench-s3 bench-actions bench-dashboard clean
 
 help:
 	@echo "make test          set up .venv and run the whole test suite"
 	@echo "make demo          set up .venv, receive sample events, load them, show the history"
+	@echo "make lock          re-resolve requirements.lock from pyproject.toml"
 	@echo "make serve         receiver, dagster dev and the dashboard together (Ctrl-C stops all)"
 	@echo "make lint          ruff check and format check"
 	@echo "make bench-ingest  receiver throughput/latency benchmark"
@@ -21,11 +22,19 @@ help:
 venv: $(STAMP)
 
 # Re-install when the project's dependencies change; the stamp keeps repeated runs instant.
-$(STAMP): pyproject.toml
+# requirements.lock pins every package to the versions the suite passed with (make lock).
+LOCK := requirements.lock
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[dev]'
 	@touch $(STAMP)
+
+# Resolve the lock again from pyproject.toml (newest versions its ranges allow); then make test.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --upgrade --extra dev --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file $(LOCK) pyproject.toml
 
 # What the tests start on loopback (a throwaway Postgres cluster, headless Chromium), from
 # Debian's packages when missing; without them those tests are skipped with the reason.
