@@ -9,14 +9,14 @@ log file.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
 import queue
 import re
 import sys
-import threading
 from datetime import UTC, datetime
-from typing import TextIO
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w-])\+?\d[\d ()-]{6,}\d(?![\w-])")
@@ -68,73 +68,31 @@ class JsonFormatter(logging.Formatter):
         return _encode_json_line(entry)
 
 
-class BackgroundLineHandler(logging.Handler):
-    """Queues records for one thread that formats them and writes all waiting lines at once.
+class _RecordQueueHandler(logging.handlers.QueueHandler):
+    """Queues each record as it is, so that the listener's thread, not the request's, formats
+    it (JSON, masking): under a threaded server, request threads otherwise take turns on the
+    handler's lock around formatting and a write per line."""
 
-    Under a threaded server every request logs a line; a plain ``StreamHandler`` makes those
-    threads take turns on its lock around formatting and a write per line. Here a request only
-    queues its record. Lines keep their order, and ``close`` (run by ``logging.shutdown`` at exit)
-    writes what is left. The thread does not survive ``fork``: create the handler after forking.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__()
-        self.stream = stream
-        self._records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(
-            target=self._write_lines, name="flavours-log-writer", daemon=True
-        )
-        self._writer.start()
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        # No handler lock: the queue is the only state shared between threads.
-        if self.filter(record):
-            self._records.put(record)
-            return True
-        return False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._records.put(record)
-
-    def close(self) -> None:
-        if self._writer.is_alive():
-            self._records.put(None)
-            self._writer.join(timeout=5)
-        super().close()
-
-    def _write_lines(self) -> None:
-        while True:
-            records = [self._records.get()]
-            while len(records) < 1000:
-                try:
-                    records.append(self._records.get_nowait())
-                except queue.Empty:
-                    break
-            lines = []
-            for record in records:
-                if record is None:
-                    continue
-                try:
-                    lines.append(self.format(record) + "\n")
-                except Exception:
-                    self.handleError(record)
-            try:
-                self.stream.write("".join(lines))
-                self.stream.flush()
-            except Exception:
-                self.handleError(records[-1] or logging.makeLogRecord({}))
-            if None in records:
-                return
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
 
 
 def configure_logging(level: str = "INFO", background: bool = False) -> None:
     """Send the ``connector``, ``pipelines`` and ``warehouse`` loggers to stderr as JSON lines.
 
-    ``background=True`` writes them from one thread (``BackgroundLineHandler``): for a threaded
-    server process that will not fork again, such as a gunicorn worker.
+    ``background=True`` formats and writes them in one thread (the standard library's
+    ``QueueListener``), stopped at exit after the last line: for a threaded server process that
+    will not fork again, such as a gunicorn worker.
     """
-    handler = BackgroundLineHandler(sys.stderr) if background else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(JsonFormatter())
+    handler: logging.Handler = stream
+    if background:
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(records, stream)
+        listener.start()
+        atexit.register(listener.stop)
+        handler = _RecordQueueHandler(records)
     for name in PROJECT_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

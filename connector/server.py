@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -17,11 +18,12 @@ from gunicorn.app.base import BaseApplication
 from connector.settings import Settings
 
 
-class ReceiverServer(BaseApplication):
-    """gunicorn application serving ``create_app(settings)`` in every worker."""
+class GunicornApp(BaseApplication):
+    """gunicorn serving the WSGI app ``load()`` returns in each worker, with ``options`` (gunicorn
+    settings by name; None values are left at gunicorn's default)."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        self.settings = settings
+    def __init__(self, load: Callable[[], Any], options: dict[str, Any]) -> None:
+        self._load = load
         self.options = options
         super().__init__()
 
@@ -29,17 +31,20 @@ class ReceiverServer(BaseApplication):
         for key, value in self.options.items():
             if value is not None:
                 self.cfg.set(key, value)
-        self.cfg.set("child_exit", _child_exit)
 
     def load(self) -> Any:
-        from connector import create_app
-        from connector.logs import configure_logging
+        return self._load()
 
-        # gunicorn calls this in each worker after forking, so a background log writer is safe.
-        configure_logging(self.settings.log_level, background=True)
-        app = create_app(self.settings)
-        app.extensions["flavours_receiver"].writer.request_threads = self.options["threads"]
-        return app
+
+def _receiver_app(settings: Settings, threads: int) -> Any:
+    from connector import create_app
+    from connector.logs import configure_logging
+
+    # gunicorn calls this in each worker after forking, so a background log writer is safe.
+    configure_logging(settings.log_level, background=True)
+    app = create_app(settings)
+    app.extensions["flavours_receiver"].writer.request_threads = threads
+    return app
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -74,8 +79,9 @@ def run_server(
         "keyfile": keyfile,
         "loglevel": settings.log_level.lower(),
         "proc_name": "flavours-receiver",
+        "child_exit": _child_exit,
     }
     try:
-        ReceiverServer(settings, options).run()
+        GunicornApp(lambda: _receiver_app(settings, threads), options).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

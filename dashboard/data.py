@@ -13,7 +13,7 @@ from typing import Any
 
 from connector.logs import mask_personal_data
 from connector.settings import Settings
-from warehouse import connect_reader
+from warehouse import CUSTOMER_ATTRIBUTES, connect_reader
 
 BREAKDOWNS = {
     "city": "city",
@@ -28,25 +28,8 @@ BREAKDOWNS = {
 """Breakdowns of the current customers: label -> SQL expression over dim_customer_current."""
 PERIODS = ("day", "week", "month")
 PERSONAL = ("name", "username", "email", "phone")
-TIMELINE_ATTRIBUTES = (
-    "name",
-    "username",
-    "email",
-    "phone_prefix",
-    "phone",
-    "lang",
-    "role",
-    "is_active",
-    "gender",
-    "customer_type",
-    "tax_number",
-    "crn",
-    "zip_code",
-    "city",
-    "district",
-    "street",
-    "email_verified_at",
-    "phone_verified_at",
+TIMELINE_ATTRIBUTES = tuple(
+    name for name in CUSTOMER_ATTRIBUTES if name not in ("user_id", "created_at")
 )
 
 

@@ -20,6 +20,8 @@ from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from warehouse import CUSTOMER_ATTRIBUTES
+
 EVENTS = ("created", "updated", "deleted", "reactivated")
 CUSTOMER_FIELDS = (
     "customer_id",
@@ -27,26 +29,7 @@ CUSTOMER_FIELDS = (
     "valid_from",
     "is_deleted",
     "change_action",
-    "user_id",
-    "name",
-    "username",
-    "email",
-    "phone_prefix",
-    "phone",
-    "lang",
-    "role",
-    "is_active",
-    "gender",
-    "customer_type",
-    "tax_number",
-    "crn",
-    "zip_code",
-    "city",
-    "district",
-    "street",
-    "created_at",
-    "email_verified_at",
-    "phone_verified_at",
+    *CUSTOMER_ATTRIBUTES,
 )
 """The columns of ``analytics.dim_customer`` a rule may filter on and a template may use (all
 but the dimension's bookkeeping; ``fcm_token`` is never in the dimension)."""

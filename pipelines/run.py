@@ -65,16 +65,10 @@ RARE_COLLECTION_THRESHOLD = 50_000
 
 @contextmanager
 def one_shot_collector() -> Iterator[None]:
-    """The garbage collector for a process that runs one load and then exits (``flavours load``,
-    the benchmark). Not for long-lived processes: frozen objects are never freed.
-
-    Dagster and dlt import a great many objects that live until exit. Frozen, they are left
-    alone during the run, and at exit the collector skips them (its last full pass took
-    ~0.7 s). During the block it collects the run's own garbage, but rarely: with Python's
-    default threshold it ran ~800 times per million events, and the run took ~1.9 s longer
-    than with ~10 (5 alternating runs each). The passes themselves took only 0.5 s; the rest
-    is indirect, probably the GIL they hold while the parse workers wait. Peak memory did not
-    change: DuckDB's and Arrow's buffers are freed by reference counting.
+    """The garbage collector for a process that runs one load and exits (``flavours load``,
+    the benchmark): Dagster's and dlt's long-lived objects are frozen, and the run's own garbage
+    is collected rarely (frequent passes held the GIL the parse workers wait for). Not for
+    long-lived processes: frozen objects are never freed. Figures: docs/benchmarks.md.
     """
     thresholds = gc.get_threshold()
     gc.freeze()

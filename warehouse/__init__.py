@@ -19,8 +19,34 @@ from warehouse.runner import (
     run_models,
 )
 
+CUSTOMER_ATTRIBUTES = (
+    "user_id",
+    "name",
+    "username",
+    "email",
+    "phone_prefix",
+    "phone",
+    "lang",
+    "role",
+    "is_active",
+    "gender",
+    "customer_type",
+    "tax_number",
+    "crn",
+    "zip_code",
+    "city",
+    "district",
+    "street",
+    "created_at",
+    "email_verified_at",
+    "phone_verified_at",
+)
+"""The customer attributes every version of ``analytics.dim_customer`` carries, in column order
+(pinned against the table by the SCD2 contract test)."""
+
 __all__ = [
     "CHECKS",
+    "CUSTOMER_ATTRIBUTES",
     "MODELS",
     "CheckResult",
     "MissingRawEventsError",

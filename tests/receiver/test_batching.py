@@ -141,14 +141,13 @@ def test_no_line_is_lost_when_a_workers_first_requests_start_its_writers(landing
 
 def test_flavours_serve_tells_each_workers_writer_its_thread_count(landing_dir, monkeypatch):
     from connector import logs
-    from connector.server import ReceiverServer
+    from connector.server import _receiver_app
     from connector.settings import Settings
 
-    # load() runs in each gunicorn worker; here only its app matters, not its log handler.
+    # this runs in each gunicorn worker; here only its app matters, not its log handler.
     monkeypatch.setattr(logs, "configure_logging", lambda *args, **kwargs: None)
     settings = Settings(landing_url=str(landing_dir), webhook_token="t" * 24)
-    server = ReceiverServer(settings, {"bind": "127.0.0.1:0", "workers": 1, "threads": 7})
 
-    app = server.load()
+    app = _receiver_app(settings, threads=7)
 
     assert app.extensions["flavours_receiver"].writer.request_threads == 7

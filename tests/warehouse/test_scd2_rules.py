@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from scd2_support import ABSENT, DIM_COLUMNS, SECOND_MS, T0, md5_hex, ms_to_datetime, pick
+from scd2_support import (
+    ABSENT,
+    ATTRIBUTES,
+    DIM_COLUMNS,
+    SECOND_MS,
+    T0,
+    md5_hex,
+    ms_to_datetime,
+    pick,
+)
 
 import warehouse
 
@@ -294,6 +303,7 @@ def test_dim_customer_has_exactly_the_contract_columns(wh, customer_event):
 
     for table in ("analytics.dim_customer", "analytics.dim_customer_current"):
         assert tuple(warehouse.relation(wh.con, table).columns) == DIM_COLUMNS
+    assert warehouse.CUSTOMER_ATTRIBUTES == ATTRIBUTES  # what actions and the dashboard read
 
 
 def test_customer_sk_is_md5_of_customer_id_and_valid_from(wh, customer_event):
