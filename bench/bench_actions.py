@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from connector import devtools  # noqa: E402
-from connector.landing import LandingStore  # noqa: E402
-from connector.settings import Settings  # noqa: E402
+from core.landing import LandingStore  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from pipelines.actions import OUTBOX, dispatch  # noqa: E402
 from pipelines.run import run_load  # noqa: E402
 from tests.landing_helpers import customer_event, envelope, land  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_load import generate, load_env  # noqa: E402
 from connector import devtools  # noqa: E402
-from connector.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from dashboard import data  # noqa: E402
 
 FLAVOURS = str(Path(sys.executable).parent / "flavours")

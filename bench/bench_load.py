@@ -45,7 +45,7 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connector.landing import LandingStore  # noqa: E402
+from core.landing import LandingStore  # noqa: E402
 
 ENVELOPE_COLUMNS = {
     "v": "INTEGER",

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_load import generate, load_env  # noqa: E402
-from connector.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from warehouse import connect_reader  # noqa: E402
 
 FLAVOURS = str(Path(sys.executable).parent / "flavours")

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_load import generate  # noqa: E402
 from connector import devtools  # noqa: E402
-from connector.landing import READ_CONCURRENCY, LandingStore  # noqa: E402
+from core.landing import READ_CONCURRENCY, LandingStore  # noqa: E402
+from tests.s3_server import start_s3_server  # noqa: E402
 
 
 class DelayProxy:
@@ -99,7 +100,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{Path(__file__).name}: terminated"))
 
     work = Path(tempfile.mkdtemp(prefix="flavours-bench-s3-"))
-    s3 = devtools.start_s3_server()
+    s3 = start_s3_server()
     proxy = None
     try:
         os.environ.update(s3.env)
@@ -116,7 +117,7 @@ def main() -> None:
         together_s, together = timed(lambda: store.map_objects(keys))
         assert together == one_by_one
 
-        from connector.settings import Settings
+        from core.settings import Settings
         from pipelines.run import run_load
 
         settings = Settings(

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from connector.settings import Settings
+from core.settings import Settings
 from pipelines.run import one_shot_collector, run_load
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from connector.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Build the receiver app; ``config`` is a ``Settings``, overrides for one, or ``None``."""
     # Flask is imported here, not with the package: the loader and the CLI import
-    # connector.settings and need no web framework (~0.2 s of every `flavours load`).
+    # core.settings and need no web framework (~0.2 s of every `flavours load`).
     from flask import Flask
 
     from connector import webhooks

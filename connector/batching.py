@@ -21,7 +21,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from connector import metrics
-from connector.landing import LandingError, LandingStore, new_writer_name
+from core.landing import LandingError, LandingStore, new_writer_name
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import sys
 import click
 from pydantic import ValidationError
 
-from connector.settings import Settings
+from core.settings import Settings
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -36,8 +36,8 @@ from connector.ingest import (
     received_at_now,
     record_request,
 )
-from connector.landing import LandingError
-from connector.settings import TOPICS
+from core.landing import LandingError
+from core.settings import TOPICS
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

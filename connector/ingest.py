@@ -3,7 +3,7 @@
 Both ways a webhook is answered use it: the lean WSGI path for accepted webhooks
 (``connector.hotpath``) and the Flask routes for everything else (``connector.webhooks``), so
 the two cannot drift apart in what they land, log or count. Reads: every setting of
-``connector.settings.Settings`` except the pipeline ones.
+``core.settings.Settings`` except the pipeline ones.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 from connector import metrics
 from connector.auth import TOKEN_HEADER, signing_key
 from connector.batching import GroupCommitWriter, NotConfirmed
-from connector.landing import LandingError, LandingStore
-from connector.settings import Settings
+from core.landing import LandingError, LandingStore
+from core.settings import Settings
 
 log = logging.getLogger("connector.requests")
 

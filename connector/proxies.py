@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from connector.settings import IpNetwork
+from core.settings import IpNetwork
 
 
 class TrustedProxyMiddleware:

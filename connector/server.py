@@ -15,7 +15,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from connector.settings import Settings
+from core.settings import Settings
 
 
 class GunicornApp(BaseApplication):
@@ -38,7 +38,7 @@ class GunicornApp(BaseApplication):
 
 def _receiver_app(settings: Settings, threads: int) -> Any:
     from connector import create_app
-    from connector.logs import configure_logging
+    from core.logs import configure_logging
 
     # gunicorn calls this in each worker after forking, so a background log writer is safe.
     configure_logging(settings.log_level, background=True)

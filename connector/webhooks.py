@@ -32,9 +32,9 @@ from connector.ingest import (
     received_at_now,
     record_request,
 )
-from connector.landing import REJECTED_PREFIX, LandingError
 from connector.proxies import TrustedProxyMiddleware
-from connector.settings import TOPICS, Settings
+from core.landing import REJECTED_PREFIX, LandingError
+from core.settings import TOPICS, Settings
 
 bp = Blueprint("webhooks", __name__)
 

@@ -1,8 +1,8 @@
 """WSGI entry point for any WSGI server: ``gunicorn connector.wsgi:app`` (settings from env)."""
 
 from connector import create_app
-from connector.logs import configure_logging
-from connector.settings import Settings
+from core.logs import configure_logging
+from core.settings import Settings
 
 settings = Settings()
 configure_logging(settings.log_level)

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dash_table, dcc, html, no_update
 
-from connector.settings import Settings
+from core.settings import Settings
 from dashboard import data
 from warehouse.lake import WarehouseError
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from connector.logs import mask_personal_data
-from connector.settings import Settings
+from core.logs import mask_personal_data
+from core.settings import Settings
 from warehouse import CUSTOMER_ATTRIBUTES, connect_reader
 
 BREAKDOWNS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connector.server import GunicornApp
-from connector.settings import Settings
+from core.settings import Settings
 
 
 def run_dashboard(settings: Settings, *, host: str, port: int, threads: int = 8) -> None:

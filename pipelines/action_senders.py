@@ -22,8 +22,8 @@ from typing import Any
 import requests
 from standardwebhooks import Webhook
 
-from connector.logs import mask_personal_data
-from connector.settings import Settings
+from core.logs import mask_personal_data
+from core.settings import Settings
 from pipelines.action_rules import WebhookAction
 
 USER_AGENT = "flavours-connector-actions/1"

@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from connector.settings import Settings
+from core.settings import Settings
 from pipelines.action_rules import CUSTOMER_FIELDS, Rule, Rules, load_rules
 from pipelines.action_senders import (
     EmailSender,

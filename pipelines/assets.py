@@ -32,8 +32,8 @@ from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 from pydantic import Field
 
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from pipelines.backfill import SNAPSHOT_TOPIC, BackfillError, backfill
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import (

@@ -21,8 +21,8 @@ from dagster import (
     sensor,
 )
 
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from pipelines.loading import list_landed
 from pipelines.resources import FlavoursSettings
 

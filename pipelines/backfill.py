@@ -34,8 +34,8 @@ from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
 from requests import HTTPError, Response
 
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

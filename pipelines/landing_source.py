@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connector.landing import LandedObject, LandingStore
+from core.landing import LandedObject, LandingStore
 
 log = logging.getLogger(__name__)
 

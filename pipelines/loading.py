@@ -29,8 +29,8 @@ from dlt.common.configuration.specs import AwsCredentials, ConnectionStringCrede
 from dlt.common.storages.configuration import FilesystemConfiguration
 from dlt.destinations.impl.ducklake.configuration import DuckLakeCredentials
 
-from connector.landing import REJECTED_PREFIX, LandedObject, LandingStore
-from connector.settings import Settings
+from core.landing import REJECTED_PREFIX, LandedObject, LandingStore
+from core.settings import Settings
 from pipelines.landing_source import LoadTally
 from warehouse.lake import (
     LAKE,

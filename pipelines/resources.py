@@ -10,7 +10,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field, SecretStr
 
-from connector.settings import Settings
+from core.settings import Settings
 
 _FIELDS = ("landing_url", "warehouse", "warehouse_data_url", "dlt_dir")
 

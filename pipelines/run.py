@@ -12,15 +12,18 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from connector.logs import PROJECT_LOGGERS
-from connector.settings import Settings
+from core.logs import PROJECT_LOGGERS
+from core.settings import Settings
+from pipelines.action_assets import customer_actions
+from pipelines.assets import model_assets, raw_tables
 from pipelines.definitions import build_definitions
 from pipelines.resources import FlavoursSettings
 from warehouse import connect_reader
 
-LOAD_OP = "load_landed_objects"
-STAGING_OP = "staging__stg_customer_events"
-ACTIONS_OP = "ops__customer_actions"
+LOAD_OP = raw_tables.op.name
+STAGING_OP = model_assets[0].op.name
+"""The first model's op, which takes the full-refresh config."""
+ACTIONS_OP = customer_actions.op.name
 
 
 @dataclass(frozen=True)

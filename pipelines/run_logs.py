@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from dagster import AssetExecutionContext
 
-from connector.logs import PROJECT_LOGGERS
+from core.logs import PROJECT_LOGGERS
 
 
 def managed_by_instance(logger_name: str, managed: Collection[str]) -> bool:

@@ -20,9 +20,10 @@ import pytest
 import requests
 
 from connector import create_app
-from connector.devtools import S3Server, free_port, start_s3_server
+from connector.devtools import free_port
 from connector.devtools import stop as stop_process
-from connector.landing import LandingStore
+from core.landing import LandingStore
+from tests.s3_server import S3Server, start_s3_server
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EXAMPLE_PATH = SHARED / "flavours" / "customer-create.json"

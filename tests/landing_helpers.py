@@ -9,8 +9,8 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from connector.landing import LandingStore
 from connector.sending import documented_example
+from core.landing import LandingStore
 
 _seq = itertools.count(1)
 EXAMPLE = documented_example()

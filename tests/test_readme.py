@@ -8,7 +8,7 @@ from pathlib import Path
 from click import Group
 
 from connector.cli import main
-from connector.settings import Settings
+from core.settings import Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

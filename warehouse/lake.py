@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import duckdb
 from filelock import FileLock, Timeout
 
-from connector.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from connector.landing import LandingStore
+from core.landing import LandingStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS, CUSTOMERS, FILES = 600, 60, 3

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from connector.landing import LandingStore
+from core.landing import LandingStore
 from tests.action_servers import WEBHOOK_SECRET, WebhookReceiver
 from tests.conftest import run_cli
 from tests.landing_helpers import customer_event, envelope, land

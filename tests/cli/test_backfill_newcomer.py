@@ -9,7 +9,7 @@ import pytest
 
 import warehouse
 from connector.devtools import free_port, start, stop, wait_healthy
-from connector.settings import Settings
+from core.settings import Settings
 from tests.conftest import VENV_BIN, run_cli
 
 API_CUSTOMERS = 12

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from connector.devtools import STOP_TIMEOUT_S
-from connector.settings import Settings
+from core.settings import Settings
 from tests.conftest import TOKEN, VENV_BIN, free_port, stop_process, wait_until
 from tests.landing_helpers import customer_event
 from tests.pipelines.test_readers import reader_process

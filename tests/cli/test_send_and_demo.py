@@ -10,7 +10,7 @@ import pytest
 
 import warehouse
 from connector.sending import delivery_order, synthetic_events
-from connector.settings import Settings
+from core.settings import Settings
 from tests.conftest import TOKEN, landed_lines, run_cli
 
 

@@ -10,8 +10,8 @@ import subprocess
 import duckdb
 import pytest
 
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from tests.conftest import VENV_BIN, run_cli
 from tests.landing_helpers import customer_event, envelope, land
 from tests.pipelines.conftest import load

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from connector.devtools import free_port, start, stop, wait_healthy
-from connector.landing import LandingStore
 from connector.sending import delivery_order, documented_example, synthetic_events
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from pipelines.run import run_load
 from tests.browser import chromium, rendered_dom, screenshot
 from tests.conftest import VENV_BIN

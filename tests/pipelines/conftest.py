@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from pipelines.run import LoadSummary, run_load
 from warehouse import connect_reader
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, Failure, RunRequest, SkipReason, build_sensor_context
 
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from pipelines.action_assets import due_actions
 from pipelines.action_rules import RulesFileError, load_rules
 from pipelines.actions import dispatch, retry

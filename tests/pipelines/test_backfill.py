@@ -17,8 +17,8 @@ from dagster import materialize
 from pydantic import SecretStr
 from werkzeug.serving import make_server
 
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from pipelines.assets import customers_snapshot
 from pipelines.backfill import PAGE_KEY, SNAPSHOT_TOPIC, STATE_PREFIX, BackfillError, backfill
 from pipelines.fake_api import FakeCustomersApi

@@ -104,8 +104,8 @@ def test_dagster_cli_materializes_everything_from_the_module(tmp_path, settings,
 
 
 def test_loads_from_a_real_s3_server(s3_env, tmp_path):
-    from connector.landing import LandingStore
-    from connector.settings import Settings
+    from core.landing import LandingStore
+    from core.settings import Settings
 
     bucket = s3_env.new_bucket()
     settings = Settings(

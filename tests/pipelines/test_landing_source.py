@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from connector.landing import (
+from core.landing import (
     CORRUPT_GZIP_MARK,
     MAP_MIN_BYTES,
     READ_CONCURRENCY,
@@ -197,7 +197,7 @@ def test_a_damaged_gzip_object_keeps_every_member_before_the_damage():
     warnings: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = warnings.append
-    logger = logging.getLogger("connector.landing")
+    logger = logging.getLogger("core.landing")
     logger.addHandler(handler)
     try:
         assert gunzip_salvaging("intact.jsonl.gz", members) == first + second

@@ -17,9 +17,9 @@ import pytest
 from dagster import DagsterInstance
 
 import warehouse
-from connector.landing import LandingStore
-from connector.logs import PROJECT_LOGGERS
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.logs import PROJECT_LOGGERS
+from core.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.landing_source import LoadTally, flavours_landing
 from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
@@ -378,7 +378,7 @@ def _loader_lines_in_run_log(settings: Settings, managed: list[str]) -> dict[str
 
 @pytest.mark.parametrize(
     "managed",
-    [[], list(PROJECT_LOGGERS), ["root"], ["connector.landing", "pipelines.landing_source"]],
+    [[], list(PROJECT_LOGGERS), ["root"], ["core.landing", "pipelines.landing_source"]],
     ids=["not-managed", "project-managed", "root-managed", "modules-managed"],
 )
 def test_the_loaders_log_lines_are_in_the_run_log_once_whatever_the_instance_manages(

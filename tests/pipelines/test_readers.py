@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from bench.bench_load import generate
-from connector.settings import Settings
+from core.settings import Settings
 from tests.conftest import stop_process, wait_until
 from tests.landing_helpers import customer_event, envelope, land
 from tests.pipelines.conftest import load

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from connector.devtools import S3Server
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from pipelines.run import failure_reason
 from tests.landing_helpers import customer_event, envelope, land
 from tests.pipelines.conftest import load, query
 from tests.s3_faults import FaultyS3Proxy
+from tests.s3_server import S3Server
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import boto3
 import psycopg
 import pytest
 
-from connector.landing import LandingStore
-from connector.settings import Settings
+from core.landing import LandingStore
+from core.settings import Settings
 from tests.conftest import VENV_BIN, stop_process, wait_until
 from tests.landing_helpers import land
 from tests.pipelines.conftest import load, query

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from connector.batching import GroupCommitWriter, NotConfirmed
-from connector.landing import LandingStore
+from core.landing import LandingStore
 from tests.conftest import wait_until
 
 
@@ -140,9 +140,9 @@ def test_no_line_is_lost_when_a_workers_first_requests_start_its_writers(landing
 
 
 def test_flavours_serve_tells_each_workers_writer_its_thread_count(landing_dir, monkeypatch):
-    from connector import logs
     from connector.server import _receiver_app
-    from connector.settings import Settings
+    from core import logs
+    from core.settings import Settings
 
     # this runs in each gunicorn worker; here only its app matters, not its log handler.
     monkeypatch.setattr(logs, "configure_logging", lambda *args, **kwargs: None)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from connector.landing import LandingStore
+from core.landing import LandingStore
 from tests.conftest import S3Server, start_receiver, start_s3_server, stop_process, wait_until
 
 LANDING_TIMEOUT_S = 2.0

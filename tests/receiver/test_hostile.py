@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.landing import LandingStore
+from core.landing import LandingStore
 from tests.conftest import TOKEN, ReceiverProcess, start_receiver, stop_process
 
 MAX_BODY_BYTES = 64 * 1024

@@ -11,7 +11,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.landing import LandingStore
+from core.landing import LandingStore
 from tests.conftest import (
     TOKEN,
     VENV_BIN,

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook
 
 from connector import create_app
-from connector.landing import LandingStore
+from core.landing import LandingStore
 from tests.conftest import TOKEN, landed_lines
 
 URL = f"/webhooks/flavours/customers?token={TOKEN}"
@@ -251,7 +251,7 @@ def test_forwarded_headers_are_trusted_only_from_trusted_proxies(landing_dir):
 
 
 def test_request_log_is_json_without_token_or_personal_data(client, example_body, caplog):
-    from connector.logs import JsonFormatter
+    from core.logs import JsonFormatter
 
     with caplog.at_level(logging.INFO, logger="connector.requests"):
         client.post(URL, data=example_body, content_type="application/json")

@@ -11,7 +11,7 @@ import pytest
 from scd2_support import RAW_DDL, Warehouse, build_customer_event
 
 import warehouse
-from connector.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 import warehouse
-from connector.settings import Settings
+from core.settings import Settings
 
 ABSENT = object()
 """Passed as an attribute value to `customer_event`: leave the key out of the payload."""

@@ -10,7 +10,7 @@ import pytest
 from scd2_support import ABSENT, SECOND_MS, T0, pick
 
 import warehouse
-from connector.settings import Settings
+from core.settings import Settings
 
 T1, T2 = T0 + SECOND_MS, T0 + 2 * SECOND_MS
 
