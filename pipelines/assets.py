@@ -264,22 +264,14 @@ def _model_asset(name: str, schema: str, deps: list[AssetKey], description: str)
     return model
 
 
-MODEL_DESCRIPTIONS = {
-    "stg_customer_events": "One row per distinct xid (first delivery wins), typed and flattened.",
-    "dim_customer": "SCD type 2 customer dimension by event time: one row per customer version.",
-    "dim_customer_current": "One row per customer: its current version (deleted ones included).",
-    "rpt_customer_daily": "One row per UTC day: new, updated, deleted and active customers.",
-}
-MODEL_DEPS = {
-    "stg_customer_events": [AssetKey([DATASET, "customer_events"])],
-    "dim_customer": [AssetKey(["staging", "stg_customer_events"])],
-    "dim_customer_current": [AssetKey(["analytics", "dim_customer"])],
-    "rpt_customer_daily": [AssetKey(["analytics", "dim_customer"])],
-}
-
 model_assets = [
-    _model_asset(name, runner.model_table(name).split(".")[0], MODEL_DEPS[name], description)
-    for name, description in MODEL_DESCRIPTIONS.items()
+    _model_asset(
+        model.name,
+        runner.model_table(model.name).split(".")[0],
+        [AssetKey(table.split(".")) for table in model.reads],
+        model.description,
+    )
+    for model in runner.MODEL_SPECS
 ]
 
 

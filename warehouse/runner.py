@@ -1,7 +1,8 @@
 """Run the warehouse's SQL models and asset checks against a DuckDB database.
 
 A model is one SQL script, `warehouse/models/<schema>/<table>.sql`, that creates its table if
-needed and brings it up to date; `MODELS` lists them in dependency order. The runner executes
+needed and brings it up to date; `MODEL_SPECS` lists them in dependency order, with the tables
+each reads. The runner executes
 each script statement by statement inside one transaction (all or nothing), with the session
 time zone set to UTC. A check is one query, `warehouse/checks/<name>.sql`, that returns the
 offending rows; it passes when it returns none.
@@ -32,12 +33,40 @@ CHECKS_DIR = PACKAGE_DIR / "checks"
 FULL_REFRESH_SQL = PACKAGE_DIR / "maintenance" / "drop_derived_state.sql"
 MACROS_SQL = PACKAGE_DIR / "macros.sql"
 
-MODELS: tuple[str, ...] = (
-    "stg_customer_events",
-    "dim_customer",
-    "dim_customer_current",
-    "rpt_customer_daily",
+
+@dataclass(frozen=True)
+class Model:
+    """One SQL model: its script's name, the tables it reads, what its table holds."""
+
+    name: str
+    reads: tuple[str, ...]
+    description: str
+
+
+MODEL_SPECS: tuple[Model, ...] = (
+    Model(
+        "stg_customer_events",
+        ("raw.customer_events",),
+        "One row per distinct xid (first delivery wins), typed and flattened.",
+    ),
+    Model(
+        "dim_customer",
+        ("staging.stg_customer_events",),
+        "SCD type 2 customer dimension by event time: one row per customer version.",
+    ),
+    Model(
+        "dim_customer_current",
+        ("analytics.dim_customer",),
+        "One row per customer: its current version (deleted ones included).",
+    ),
+    Model(
+        "rpt_customer_daily",
+        ("analytics.dim_customer",),
+        "One row per UTC day: new, updated, deleted and active customers.",
+    ),
 )
+"""The models in dependency order, with their lineage (the Dagster assets are built from it)."""
+MODELS: tuple[str, ...] = tuple(model.name for model in MODEL_SPECS)
 
 CHECKS: tuple[str, ...] = (
     "dim_customer_unique_customer_sk",

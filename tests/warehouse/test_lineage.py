@@ -1,0 +1,29 @@
+"""The models' lineage (warehouse.runner.MODEL_SPECS, from which the Dagster assets are built) is
+the tables their SQL reads."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from warehouse import runner
+
+TABLE = re.compile(r"\b(raw|staging|analytics)\.([a-z_]+)\b")
+
+
+@pytest.mark.parametrize("model", runner.MODEL_SPECS, ids=lambda model: model.name)
+def test_each_model_reads_exactly_the_tables_its_spec_names(model):
+    sql = runner.model_path(model.name).read_text()
+    own = runner.model_table(model.name)
+
+    read = {f"{schema}.{table}" for schema, table in TABLE.findall(sql)} - {own}
+
+    assert read == set(model.reads)
+
+
+def test_models_come_after_the_models_they_read():
+    built: set[str] = set()
+    for model in runner.MODEL_SPECS:
+        assert {table for table in model.reads if not table.startswith("raw.")} <= built
+        built.add(runner.model_table(model.name))
