@@ -22,13 +22,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     # core.settings and need no web framework (~0.2 s of every `flavours load`).
     from flask import Flask
 
-    from connector import webhooks
+    from connector import health
 
     settings = config if isinstance(config, Settings) else Settings(**dict(config or {}))
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["flavours_settings"] = settings
-    webhooks.init_app(app, settings)
+    health.init_app(app, settings)
     return app
 
 

@@ -1,9 +1,8 @@
 """The receiver's framework-free core: landing state, envelopes, JSON checks, request records.
 
-Both ways a webhook is answered use it: the lean WSGI path for accepted webhooks
-(``connector.hotpath``) and the Flask routes for everything else (``connector.webhooks``), so
-the two cannot drift apart in what they land, log or count. Reads: every setting of
-``core.settings.Settings`` except the pipeline ones.
+Used by the webhook endpoint (``connector.webhooks``) and, for readiness, the Flask routes
+(``connector.health``). Reads: every setting of ``core.settings.Settings`` except the pipeline
+ones.
 """
 
 from __future__ import annotations
@@ -105,8 +104,7 @@ _compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).enco
 def landed_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     """The request headers kept in the envelope: lower-case names, credentials left out.
 
-    Read from the WSGI environ the way Werkzeug's ``EnvironHeaders`` reads them, so both
-    request paths land the same headers in the same order.
+    Read from the WSGI environ the way Werkzeug's ``EnvironHeaders`` reads them.
     """
     headers = {}
     for key, value in environ.items():
@@ -155,7 +153,7 @@ def accepted_answer(request_id: str) -> bytes:
 
 
 def error_answer(request_id: str | None, message: str) -> bytes:
-    """An error body, the same for both request paths: what says what was wrong, and the id."""
+    """An error body: what was wrong, and the request id."""
     answer = {"error": message, "request_id": request_id, "status": "error"}
     return (json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
