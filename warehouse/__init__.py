@@ -4,6 +4,7 @@ raw.customer_events into the customer dimension (`warehouse.runner`).
 Readers: ``from warehouse import connect_reader; con = connect_reader()``.
 """
 
+from warehouse.attributes import CUSTOMER_ATTRIBUTES
 from warehouse.lake import WarehouseError, connect, connect_reader
 from warehouse.runner import (
     CHECKS,
@@ -18,31 +19,6 @@ from warehouse.runner import (
     run_model,
     run_models,
 )
-
-CUSTOMER_ATTRIBUTES = (
-    "user_id",
-    "name",
-    "username",
-    "email",
-    "phone_prefix",
-    "phone",
-    "lang",
-    "role",
-    "is_active",
-    "gender",
-    "customer_type",
-    "tax_number",
-    "crn",
-    "zip_code",
-    "city",
-    "district",
-    "street",
-    "created_at",
-    "email_verified_at",
-    "phone_verified_at",
-)
-"""The customer attributes every version of ``analytics.dim_customer`` carries, in column order
-(pinned against the table by the SCD2 contract test)."""
 
 __all__ = [
     "CHECKS",

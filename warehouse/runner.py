@@ -2,10 +2,11 @@
 
 A model is one SQL script, `warehouse/models/<schema>/<table>.sql`, that creates its table if
 needed and brings it up to date; `MODEL_SPECS` lists them in dependency order, with the tables
-each reads. The runner executes
-each script statement by statement inside one transaction (all or nothing), with the session
-time zone set to UTC. A check is one query, `warehouse/checks/<name>.sql`, that returns the
-offending rows; it passes when it returns none.
+each reads. A script is Jinja over DuckDB SQL: its column lists loop over ``attributes``, the
+customer attributes of ``warehouse.attributes``, so the list is written once. The runner renders
+each script once per process and executes it statement by statement inside one transaction (all
+or nothing), with the session time zone set to UTC. A check is one query,
+`warehouse/checks/<name>.sql`, that returns the offending rows; it passes when it returns none.
 
 The first model records `MODELS_VERSION` in meta.models_version; when it finds derived tables
 built by another version, it drops them first, so that they are rebuilt from raw, and its result
@@ -26,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import jinja2
+
+from warehouse.attributes import ATTRIBUTES
 
 PACKAGE_DIR = Path(__file__).parent
 MODELS_DIR = PACKAGE_DIR / "models"
@@ -91,6 +95,11 @@ DERIVED_SCHEMAS = ("staging", "analytics", "meta")
 """The schemas the models derive from raw: the ones `maintenance/drop_derived_state.sql` drops."""
 
 _PARSED: dict[Path, tuple[duckdb.Statement, ...]] = {}
+_TEMPLATES = jinja2.Environment(
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # noqa: S701 - renders SQL, not HTML
+)
 
 
 class MissingRawEventsError(RuntimeError):
@@ -303,10 +312,16 @@ def _execute_script(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     return rows_written
 
 
+def render(path: Path) -> str:
+    """A SQL file as DuckDB runs it: its Jinja rendered with ``attributes`` (the customer
+    attributes of ``warehouse.attributes``, in column order)."""
+    return _TEMPLATES.from_string(path.read_text()).render(attributes=ATTRIBUTES)
+
+
 def _statements(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[duckdb.Statement, ...]:
-    """The statements of a SQL file, split once per process (the files are package data)."""
+    """The statements of a SQL file, rendered and split once per process (package data)."""
     if path not in _PARSED:
-        _PARSED[path] = tuple(con.extract_statements(path.read_text()))
+        _PARSED[path] = tuple(con.extract_statements(render(path)))
     return _PARSED[path]
 
 

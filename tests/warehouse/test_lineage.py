@@ -14,7 +14,7 @@ TABLE = re.compile(r"\b(raw|staging|analytics)\.([a-z_]+)\b")
 
 @pytest.mark.parametrize("model", runner.MODEL_SPECS, ids=lambda model: model.name)
 def test_each_model_reads_exactly_the_tables_its_spec_names(model):
-    sql = runner.model_path(model.name).read_text()
+    sql = runner.render(runner.model_path(model.name))
     own = runner.model_table(model.name)
 
     read = {f"{schema}.{table}" for schema, table in TABLE.findall(sql)} - {own}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import jinja2
 import pytest
 from scd2_support import SECOND_MS, T0
 
 import warehouse
 from warehouse import runner
+from warehouse.attributes import ATTRIBUTES, CUSTOMER_ATTRIBUTES
 
 
 def test_models_map_to_their_sql_files_and_tables():
@@ -163,3 +165,34 @@ def test_a_new_warehouse_records_the_models_version(wh, customer_event):
     assert wh.con.execute("select version from meta.models_version").fetchall() == [
         (runner.MODELS_VERSION,)
     ]
+
+
+def test_the_attribute_list_renders_into_staging_and_the_dimension(wh, customer_event):
+    wh.deliver([customer_event("c1", "CREATE", T0)])
+    wh.run()
+    names = list(CUSTOMER_ATTRIBUTES)
+
+    for table in ("staging.stg_customer_events", "analytics.dim_customer"):
+        columns = warehouse.relation(wh.con, table).columns
+        start = columns.index(names[0])
+        assert columns[start : start + len(names)] == names, table
+    types = dict(
+        wh.con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = 'staging' and table_name = 'stg_customer_events'"
+        ).fetchall()
+    )
+    assert [types[a.name] for a in ATTRIBUTES] == [
+        {"varchar": "VARCHAR", "boolean": "BOOLEAN", "timestamptz": "TIMESTAMP WITH TIME ZONE"}[
+            a.sql_type
+        ]
+        for a in ATTRIBUTES
+    ]
+
+
+def test_a_model_with_an_unknown_template_variable_fails_to_render(tmp_path):
+    script = tmp_path / "model.sql"
+    script.write_text("select {{ attribute }}")
+
+    with pytest.raises(jinja2.UndefinedError, match="attribute"):
+        runner.render(script)

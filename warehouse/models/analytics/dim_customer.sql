@@ -18,6 +18,9 @@
 -- windows. The state of every event is hashed once; the windows that find instants and versions
 -- sort keys and hashes only, and the attributes are joined back once per version.
 --
+-- The attribute columns are rendered from warehouse/attributes.py (`attributes`, in column
+-- order).
+--
 -- customer_sk = md5(customer_id || '|' || epoch microseconds of valid_from): the same in every
 -- incremental run and full rebuild. attributes_hash = md5 of the attributes as a JSON array in
 -- column order, timestamps as epoch microseconds so that it does not depend on the time zone.
@@ -38,26 +41,9 @@ create table if not exists analytics.dim_customer (
     is_deleted boolean not null,
     change_action varchar not null,
     source_xid varchar not null,
-    user_id varchar,
-    name varchar,
-    username varchar,
-    email varchar,
-    phone_prefix varchar,
-    phone varchar,
-    lang varchar,
-    role varchar,
-    is_active boolean,
-    gender varchar,
-    customer_type varchar,
-    tax_number varchar,
-    crn varchar,
-    zip_code varchar,
-    city varchar,
-    district varchar,
-    street varchar,
-    created_at timestamptz,
-    email_verified_at timestamptz,
-    phone_verified_at timestamptz,
+    {%- for a in attributes %}
+    {{ a.name }} {{ a.sql_type }},
+    {%- endfor %}
     attributes_hash varchar not null
 );
 
@@ -140,26 +126,9 @@ complete_states as (
         action_rank,
         xid,
         action,
-        user_id,
-        name,
-        username,
-        email,
-        phone_prefix,
-        phone,
-        lang,
-        role,
-        is_active,
-        gender,
-        customer_type,
-        tax_number,
-        crn,
-        zip_code,
-        city,
-        district,
-        street,
-        created_at,
-        email_verified_at,
-        phone_verified_at
+        {%- for a in attributes %}
+        {{ a.name }}{{ "," if not loop.last }}
+        {%- endfor %}
     from events
     anti join customers_with_absent_keys using (customer_id)
 ),
@@ -173,34 +142,10 @@ carried as (
         action_rank,
         xid,
         action,
-        if(list_contains(absent_attributes, 'user_id'), null, {'v': user_id}) as user_id,
-        if(list_contains(absent_attributes, 'name'), null, {'v': name}) as name,
-        if(list_contains(absent_attributes, 'username'), null, {'v': username}) as username,
-        if(list_contains(absent_attributes, 'email'), null, {'v': email}) as email,
-        if(
-            list_contains(absent_attributes, 'phone_prefix'), null, {'v': phone_prefix}
-        ) as phone_prefix,
-        if(list_contains(absent_attributes, 'phone'), null, {'v': phone}) as phone,
-        if(list_contains(absent_attributes, 'lang'), null, {'v': lang}) as lang,
-        if(list_contains(absent_attributes, 'role'), null, {'v': role}) as role,
-        if(list_contains(absent_attributes, 'is_active'), null, {'v': is_active}) as is_active,
-        if(list_contains(absent_attributes, 'gender'), null, {'v': gender}) as gender,
-        if(
-            list_contains(absent_attributes, 'customer_type'), null, {'v': customer_type}
-        ) as customer_type,
-        if(list_contains(absent_attributes, 'tax_number'), null, {'v': tax_number}) as tax_number,
-        if(list_contains(absent_attributes, 'crn'), null, {'v': crn}) as crn,
-        if(list_contains(absent_attributes, 'zip_code'), null, {'v': zip_code}) as zip_code,
-        if(list_contains(absent_attributes, 'city'), null, {'v': city}) as city,
-        if(list_contains(absent_attributes, 'district'), null, {'v': district}) as district,
-        if(list_contains(absent_attributes, 'street'), null, {'v': street}) as street,
-        if(list_contains(absent_attributes, 'created_at'), null, {'v': created_at}) as created_at,
-        if(
-            list_contains(absent_attributes, 'email_verified_at'), null, {'v': email_verified_at}
-        ) as email_verified_at,
-        if(
-            list_contains(absent_attributes, 'phone_verified_at'), null, {'v': phone_verified_at}
-        ) as phone_verified_at
+        {%- for a in attributes %}
+        if(list_contains(absent_attributes, '{{ a.name }}'), null, {'v': {{ a.name }}})
+            as {{ a.name }}{{ "," if not loop.last }}
+        {%- endfor %}
     from events
     semi join customers_with_absent_keys using (customer_id)
 ),
@@ -214,26 +159,10 @@ carried_forward as (
         action_rank,
         xid,
         action,
-        last_value(user_id ignore nulls) over events_so_far as user_id,
-        last_value(name ignore nulls) over events_so_far as name,
-        last_value(username ignore nulls) over events_so_far as username,
-        last_value(email ignore nulls) over events_so_far as email,
-        last_value(phone_prefix ignore nulls) over events_so_far as phone_prefix,
-        last_value(phone ignore nulls) over events_so_far as phone,
-        last_value(lang ignore nulls) over events_so_far as lang,
-        last_value(role ignore nulls) over events_so_far as role,
-        last_value(is_active ignore nulls) over events_so_far as is_active,
-        last_value(gender ignore nulls) over events_so_far as gender,
-        last_value(customer_type ignore nulls) over events_so_far as customer_type,
-        last_value(tax_number ignore nulls) over events_so_far as tax_number,
-        last_value(crn ignore nulls) over events_so_far as crn,
-        last_value(zip_code ignore nulls) over events_so_far as zip_code,
-        last_value(city ignore nulls) over events_so_far as city,
-        last_value(district ignore nulls) over events_so_far as district,
-        last_value(street ignore nulls) over events_so_far as street,
-        last_value(created_at ignore nulls) over events_so_far as created_at,
-        last_value(email_verified_at ignore nulls) over events_so_far as email_verified_at,
-        last_value(phone_verified_at ignore nulls) over events_so_far as phone_verified_at
+        {%- for a in attributes %}
+        last_value({{ a.name }} ignore nulls) over events_so_far as {{ a.name }}
+        {{- "," if not loop.last }}
+        {%- endfor %}
     from carried
     window events_so_far as (
         partition by customer_id
@@ -250,26 +179,9 @@ filled_states as (
         action_rank,
         xid,
         action,
-        user_id.v as user_id,
-        name.v as name,
-        username.v as username,
-        email.v as email,
-        phone_prefix.v as phone_prefix,
-        phone.v as phone,
-        lang.v as lang,
-        role.v as role,
-        is_active.v as is_active,
-        gender.v as gender,
-        customer_type.v as customer_type,
-        tax_number.v as tax_number,
-        crn.v as crn,
-        zip_code.v as zip_code,
-        city.v as city,
-        district.v as district,
-        street.v as street,
-        created_at.v as created_at,
-        email_verified_at.v as email_verified_at,
-        phone_verified_at.v as phone_verified_at
+        {%- for a in attributes %}
+        {{ a.name }}.v as {{ a.name }}{{ "," if not loop.last }}
+        {%- endfor %}
     from carried_forward
 ),
 
@@ -281,26 +193,13 @@ event_states as not materialized (
         md5(
             cast(
                 json_array(
-                    user_id,
-                    name,
-                    username,
-                    email,
-                    phone_prefix,
-                    phone,
-                    lang,
-                    role,
-                    is_active,
-                    gender,
-                    customer_type,
-                    tax_number,
-                    crn,
-                    zip_code,
-                    city,
-                    district,
-                    street,
-                    epoch_us(created_at),
-                    epoch_us(email_verified_at),
-                    epoch_us(phone_verified_at)
+                    {%- for a in attributes %}
+                    {%- if a.sql_type == "timestamptz" %}
+                    epoch_us({{ a.name }}){{ "," if not loop.last }}
+                    {%- else %}
+                    {{ a.name }}{{ "," if not loop.last }}
+                    {%- endif %}
+                    {%- endfor %}
                 ) as varchar
             )
         ) as attributes_hash
@@ -358,26 +257,9 @@ final as (
         versions.action = 'DELETE' as is_deleted,
         versions.action as change_action,
         event_states.xid as source_xid,
-        event_states.user_id,
-        event_states.name,
-        event_states.username,
-        event_states.email,
-        event_states.phone_prefix,
-        event_states.phone,
-        event_states.lang,
-        event_states.role,
-        event_states.is_active,
-        event_states.gender,
-        event_states.customer_type,
-        event_states.tax_number,
-        event_states.crn,
-        event_states.zip_code,
-        event_states.city,
-        event_states.district,
-        event_states.street,
-        event_states.created_at,
-        event_states.email_verified_at,
-        event_states.phone_verified_at,
+        {%- for a in attributes %}
+        event_states.{{ a.name }},
+        {%- endfor %}
         versions.attributes_hash
     from versions
     inner join event_states using (event_row)

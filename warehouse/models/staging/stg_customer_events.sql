@@ -16,12 +16,12 @@
 -- own watermark there and recomputes exactly the customers of the batches its upstream has
 -- consumed since (macros batch_watermark and customers_changed_between, warehouse/macros.sql).
 --
--- Attributes: absent_attributes lists the tracked attributes whose key is not in the payload,
+-- Attributes (warehouse/attributes.py: names, types and JSON paths, rendered into the column
+-- lists below as `attributes`): absent_attributes lists those whose key is not in the payload,
 -- usually none (an explicit null counts as present; a key under data.user is absent when
 -- data.user is absent or null). An empty list rather than a struct of 20 booleans: writing those
 -- took ~10 % of this model's insert. Values that have the wrong type become NULL but still count
--- as present: timestamps are epoch milliseconds (an integer, or a string holding one);
--- is_active is a JSON boolean only, since a cast would read "yes" as true.
+-- as present (the types are described in warehouse/attributes.py).
 -- data.user.fcm_token is never copied.
 
 create schema if not exists staging;
@@ -51,26 +51,9 @@ create table if not exists staging.stg_customer_events (
     customer_id varchar not null,
     action varchar not null,
     event_ts timestamptz not null,
-    user_id varchar,
-    name varchar,
-    username varchar,
-    email varchar,
-    phone_prefix varchar,
-    phone varchar,
-    lang varchar,
-    role varchar,
-    is_active boolean,
-    gender varchar,
-    customer_type varchar,
-    tax_number varchar,
-    crn varchar,
-    zip_code varchar,
-    city varchar,
-    district varchar,
-    street varchar,
-    created_at timestamptz,
-    email_verified_at timestamptz,
-    phone_verified_at timestamptz,
+    {%- for a in attributes %}
+    {{ a.name }} {{ a.sql_type }},
+    {%- endfor %}
     absent_attributes varchar[] not null,
     received_at timestamptz,
     landing_file varchar,
@@ -227,26 +210,9 @@ extracted as (
         *,
         -- one parse per payload; the order here is the order of the columns below
         json_extract(payload, [
-            '$.data.user.id',
-            '$.data.user.name',
-            '$.data.user.username',
-            '$.data.user.email',
-            '$.data.user.phone_prefix',
-            '$.data.user.phone',
-            '$.data.user.lang',
-            '$.data.user.role',
-            '$.data.user.is_active',
-            '$.data.gender',
-            '$.data.type',
-            '$.data.tax_number',
-            '$.data.crn',
-            '$.data.zip_code',
-            '$.data.city',
-            '$.data.district',
-            '$.data.street',
-            '$.data.user.created_at',
-            '$.data.user.email_verified_at',
-            '$.data.user.phone_verified_at'
+            {%- for a in attributes %}
+            '{{ a.json_path }}'{{ "," if not loop.last }}
+            {%- endfor %}
         ]) as attribute_json
     from winners
 ),
@@ -257,79 +223,31 @@ final as (
         customer_id,
         upper(split_part(action, '.', 2)) as action,
         event_ts,
-        attribute_json[1] ->> '$' as user_id,
-        attribute_json[2] ->> '$' as name,
-        attribute_json[3] ->> '$' as username,
-        attribute_json[4] ->> '$' as email,
-        attribute_json[5] ->> '$' as phone_prefix,
-        attribute_json[6] ->> '$' as phone,
-        attribute_json[7] ->> '$' as lang,
-        attribute_json[8] ->> '$' as role,
-        if(
-            json_type(attribute_json[9]) = 'BOOLEAN',
-            cast(attribute_json[9] ->> '$' as boolean),
-            null
-        ) as is_active,
-        attribute_json[10] ->> '$' as gender,
-        attribute_json[11] ->> '$' as customer_type,
-        attribute_json[12] ->> '$' as tax_number,
-        attribute_json[13] ->> '$' as crn,
-        attribute_json[14] ->> '$' as zip_code,
-        attribute_json[15] ->> '$' as city,
-        attribute_json[16] ->> '$' as district,
-        attribute_json[17] ->> '$' as street,
-        try(epoch_ms(try_cast(attribute_json[18] ->> '$' as bigint)) at time zone 'UTC')
-            as created_at,
-        try(epoch_ms(try_cast(attribute_json[19] ->> '$' as bigint)) at time zone 'UTC')
-            as email_verified_at,
-        try(epoch_ms(try_cast(attribute_json[20] ->> '$' as bigint)) at time zone 'UTC')
-            as phone_verified_at,
+        {%- for a in attributes %}
+        {%- set value = "attribute_json[" ~ loop.index ~ "]" %}
+        {%- if a.sql_type == "boolean" %}
+        if(json_type({{ value }}) = 'BOOLEAN', cast({{ value }} ->> '$' as boolean), null)
+            as {{ a.name }},
+        {%- elif a.sql_type == "timestamptz" %}
+        try(epoch_ms(try_cast({{ value }} ->> '$' as bigint)) at time zone 'UTC')
+            as {{ a.name }},
+        {%- else %}
+        {{ value }} ->> '$' as {{ a.name }},
+        {%- endif %}
+        {%- endfor %}
         -- the usual payload carries every key: only the others build the list
         case
             when
-                attribute_json[1] is not null
-                and attribute_json[2] is not null
-                and attribute_json[3] is not null
-                and attribute_json[4] is not null
-                and attribute_json[5] is not null
-                and attribute_json[6] is not null
-                and attribute_json[7] is not null
-                and attribute_json[8] is not null
-                and attribute_json[9] is not null
-                and attribute_json[10] is not null
-                and attribute_json[11] is not null
-                and attribute_json[12] is not null
-                and attribute_json[13] is not null
-                and attribute_json[14] is not null
-                and attribute_json[15] is not null
-                and attribute_json[16] is not null
-                and attribute_json[17] is not null
-                and attribute_json[18] is not null
-                and attribute_json[19] is not null
-                and attribute_json[20] is not null
+                {%- for a in attributes %}
+                {{ "and " if not loop.first }}attribute_json[{{ loop.index }}] is not null
+                {%- endfor %}
                 then []
             else list_filter(
                 [
-                    if(attribute_json[1] is null, 'user_id', null),
-                    if(attribute_json[2] is null, 'name', null),
-                    if(attribute_json[3] is null, 'username', null),
-                    if(attribute_json[4] is null, 'email', null),
-                    if(attribute_json[5] is null, 'phone_prefix', null),
-                    if(attribute_json[6] is null, 'phone', null),
-                    if(attribute_json[7] is null, 'lang', null),
-                    if(attribute_json[8] is null, 'role', null),
-                    if(attribute_json[9] is null, 'is_active', null),
-                    if(attribute_json[10] is null, 'gender', null),
-                    if(attribute_json[11] is null, 'customer_type', null),
-                    if(attribute_json[12] is null, 'tax_number', null),
-                    if(attribute_json[13] is null, 'crn', null),
-                    if(attribute_json[14] is null, 'zip_code', null),
-                    if(attribute_json[15] is null, 'city', null),
-                    if(attribute_json[16] is null, 'district', null),
-                    if(attribute_json[17] is null, 'street', null),
-                    if(attribute_json[18] is null, 'created_at', null),
-                    if(attribute_json[19] is null, 'email_verified_at', null),
-                    if(attribute_json[20] is null, 'phone_verified_at', null)
+                    {%- for a in attributes %}
+                    if(attribute_json[{{ loop.index }}] is null, '{{ a.name }}', null)
+                    {{- "," if not loop.last }}
+                    {%- endfor %}
                 ],
                 lambda attribute: attribute is not null
             )
