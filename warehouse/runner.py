@@ -12,9 +12,10 @@ The first model records `MODELS_VERSION` in meta.models_version; when it finds d
 built by another version, it drops them first, so that they are rebuilt from raw, and its result
 says so (`ModelResult.rebuilt_from_version`).
 
-The SQL is DuckDB's, run against the warehouse's DuckLake (`warehouse.lake`), which keeps no
-functions in its catalog: the macros the models share (`macros.sql`) are created in each session
-before a model runs. Reads no settings: callers pass an open connection (`warehouse.connect`).
+The SQL is DuckDB's, run against the warehouse's DuckLake (`warehouse.lake`); the macros the
+models share are Jinja (`macros.sql`, as ``macros.<name>``), so nothing is created in the
+catalog or the session for them. Reads no settings: callers pass an open connection
+(`warehouse.connect`).
 """
 
 from __future__ import annotations
@@ -265,8 +266,6 @@ def _run_model_script(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, i
     """Run one model's script; return its rows written and the models version whose derived
     tables it dropped first (the first model only, when another version built them)."""
     if name != MODELS[0]:
-        # the macros read staging's bookkeeping tables, so they are bound after staging made them
-        _execute_script(con, MACROS_SQL)
         return _execute_script(con, model_path(name)), None
     _require_raw_events(con)
     recorded = recorded_models_version(con)
@@ -314,8 +313,9 @@ def _execute_script(con: duckdb.DuckDBPyConnection, path: Path) -> int:
 
 def render(path: Path) -> str:
     """A SQL file as DuckDB runs it: its Jinja rendered with ``attributes`` (the customer
-    attributes of ``warehouse.attributes``, in column order)."""
-    return _TEMPLATES.from_string(path.read_text()).render(attributes=ATTRIBUTES)
+    attributes of ``warehouse.attributes``, in column order) and ``macros`` (``macros.sql``)."""
+    macros = _TEMPLATES.from_string(MACROS_SQL.read_text()).module
+    return _TEMPLATES.from_string(path.read_text()).render(attributes=ATTRIBUTES, macros=macros)
 
 
 def _statements(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[duckdb.Statement, ...]:

@@ -47,20 +47,9 @@ create table if not exists analytics.dim_customer (
     attributes_hash varchar not null
 );
 
-create or replace temp table dim_customer__changed_customers as
-select *
-from customers_changed_between(
-    batch_watermark('analytics.dim_customer'),
-    batch_watermark('staging.stg_customer_events')
-);
-
-delete from meta.model_watermarks where model = 'analytics.dim_customer';
-
-insert into meta.model_watermarks
-select
-    'analytics.dim_customer' as model,
-    batch_watermark('staging.stg_customer_events') as batch_id,
-    now() as updated_at;
+{{ macros.consume_changed_customers(
+    'analytics.dim_customer', upstream='staging.stg_customer_events', into='dim_customer__changed_customers'
+) }};
 
 delete from analytics.dim_customer
 where customer_id in (select customer_id from dim_customer__changed_customers);

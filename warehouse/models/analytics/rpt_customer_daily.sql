@@ -40,20 +40,9 @@ create table if not exists meta.rpt_customer_daily_totals (
     active_change bigint not null
 );
 
-create or replace temp table rpt_customer_daily__changed_customers as
-select *
-from customers_changed_between(
-    batch_watermark('analytics.rpt_customer_daily'),
-    batch_watermark('analytics.dim_customer')
-);
-
-delete from meta.model_watermarks where model = 'analytics.rpt_customer_daily';
-
-insert into meta.model_watermarks
-select
-    'analytics.rpt_customer_daily' as model,
-    batch_watermark('analytics.dim_customer') as batch_id,
-    now() as updated_at;
+{{ macros.consume_changed_customers(
+    'analytics.rpt_customer_daily', upstream='analytics.dim_customer', into='rpt_customer_daily__changed_customers'
+) }};
 
 create or replace temp table rpt_customer_daily__new_contributions as
 with versions as (

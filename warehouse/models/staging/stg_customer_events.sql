@@ -14,7 +14,7 @@
 -- previous customer of a replaced row) is listed in meta.stg_customer_events_changes, and the
 -- batch becomes this model's watermark in meta.model_watermarks. Each model downstream keeps its
 -- own watermark there and recomputes exactly the customers of the batches its upstream has
--- consumed since (macros batch_watermark and customers_changed_between, warehouse/macros.sql).
+-- consumed since (macro consume_changed_customers, warehouse/macros.sql).
 --
 -- Attributes (warehouse/attributes.py: names, types and JSON paths, rendered into the column
 -- lists below as `attributes`): absent_attributes lists those whose key is not in the payload,
@@ -39,7 +39,7 @@ create table if not exists meta.stg_customer_events_changes (
     customer_id varchar not null
 );
 
--- the last batch each model has consumed (read through the macros in warehouse/macros.sql)
+-- the last batch each model has consumed (see the macros in warehouse/macros.sql)
 create table if not exists meta.model_watermarks (
     model varchar not null,
     batch_id bigint not null,
