@@ -17,24 +17,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import smtplib
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connector import devtools  # noqa: E402
+from bench.bench_load import event_line  # noqa: E402
+from cli import devtools  # noqa: E402
 from core.landing import LandingStore  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from pipelines.actions import OUTBOX, dispatch  # noqa: E402
+from pipelines.actions.outbox import OUTBOX, dispatch  # noqa: E402
 from pipelines.run import run_load  # noqa: E402
-from tests.landing_helpers import customer_event, envelope, land  # noqa: E402
 from warehouse import lake  # noqa: E402
 
 RULES = """rules:
@@ -112,15 +114,12 @@ def main() -> None:
         )
         now_ms = int(time.time() * 1000)
         store = LandingStore(settings.landing_url)
+        rng = random.Random(7)
         lines = [
-            envelope(
-                customer_event(
-                    f"c{n:06d}", "CREATE", now_ms + n, name=f"Customer {n}", email=f"c{n}@x.test"
-                )
-            )
+            event_line(rng, n, "CREATE", now_ms + n, f"bench-actions-{n}").encode()
             for n in range(args.customers)
         ]
-        land(store, lines)
+        store.land_batch(store.object_key("customers", datetime.now(UTC), "bench", 1), lines)
         run_load(settings)
         (work / "actions.yaml").write_text(RULES)
         mailing = settings.model_copy(

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_load import generate, load_env  # noqa: E402
-from connector import devtools  # noqa: E402
+from cli import devtools  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from dashboard import data  # noqa: E402
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_load import generate  # noqa: E402
-from connector import devtools  # noqa: E402
+from cli import devtools  # noqa: E402
 from core.landing import READ_CONCURRENCY, LandingStore  # noqa: E402
 from tests.s3_server import start_s3_server  # noqa: E402
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w-])\+?\d[\d ()-]{6,}\d(?![\w-])")
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-PROJECT_LOGGERS = ("core", "connector", "pipelines", "warehouse", "dashboard")
+PROJECT_LOGGERS = ("core", "connector", "cli", "pipelines", "warehouse", "dashboard")
 """The Python loggers of this project's packages."""
 PERSONAL_FIELDS = {"email", "phone", "name", "username"}
 OWN_FIELDS = {"request_id", "topic", "source_ip", "object_key"}

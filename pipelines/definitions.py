@@ -10,7 +10,7 @@ from __future__ import annotations
 from dagster import Definitions
 from dagster_dlt import DagsterDltResource
 
-from pipelines.action_assets import actions_job, customer_actions, due_actions, no_dead_actions
+from pipelines.actions.assets import actions_job, customer_actions, due_actions, no_dead_actions
 from pipelines.assets import customers_snapshot, landing_assets, model_assets, raw_tables
 from pipelines.automation import flavours_job, hourly_schedule, new_landed_objects
 from pipelines.checks import dimension_checks, input_warnings

@@ -14,7 +14,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult
 
 from core.logs import PROJECT_LOGGERS
 from core.settings import Settings
-from pipelines.action_assets import customer_actions
+from pipelines.actions.assets import customer_actions
 from pipelines.assets import model_assets, raw_tables
 from pipelines.definitions import build_definitions
 from pipelines.resources import FlavoursSettings

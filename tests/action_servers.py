@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from connector.devtools import free_port
+from cli.devtools import free_port
 
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # it logs every line of DATA
 

@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from cli.devtools import free_port
+from cli.devtools import stop as stop_process
 from connector import create_app
-from connector.devtools import free_port
-from connector.devtools import stop as stop_process
 from core.landing import LandingStore
 from tests.s3_server import S3Server, start_s3_server
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EXAMPLE_PATH = SHARED / "flavours" / "customer-create.json"
 if not EXAMPLE_PATH.exists():  # without shared/ beside the checkout: the packaged copy
-    EXAMPLE_PATH = Path(__file__).parents[1] / "connector" / "samples" / "customer-create.json"
+    EXAMPLE_PATH = Path(__file__).parents[1] / "cli" / "samples" / "customer-create.json"
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "test-token-0123456789"
 

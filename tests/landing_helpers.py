@@ -9,7 +9,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from connector.sending import documented_example
+from cli.sending import documented_example
 from core.landing import LandingStore
 
 _seq = itertools.count(1)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from connector.devtools import free_port, start, stop
+from cli.devtools import free_port, start, stop
 
 USER = "flavours"
 DATABASE = "warehouse"

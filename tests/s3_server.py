@@ -8,7 +8,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 
-from connector.devtools import BIN, free_port, start, stop, wait_healthy
+from cli.devtools import BIN, free_port, start, stop, wait_healthy
 
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click import Group
 
-from connector.cli import main
+from cli.main import main
 from core.settings import Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

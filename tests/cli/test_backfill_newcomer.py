@@ -8,7 +8,7 @@ import os
 import pytest
 
 import warehouse
-from connector.devtools import free_port, start, stop, wait_healthy
+from cli.devtools import free_port, start, stop, wait_healthy
 from core.settings import Settings
 from tests.conftest import VENV_BIN, run_cli
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from connector.devtools import STOP_TIMEOUT_S
+from cli.devtools import STOP_TIMEOUT_S
 from core.settings import Settings
 from tests.conftest import TOKEN, VENV_BIN, free_port, stop_process, wait_until
 from tests.landing_helpers import customer_event

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 import warehouse
-from connector.sending import delivery_order, synthetic_events
+from cli.sending import delivery_order, synthetic_events
 from core.settings import Settings
 from tests.conftest import TOKEN, landed_lines, run_cli
 
@@ -127,7 +127,7 @@ def test_demo_runs_end_to_end_in_a_fresh_folder(tmp_path):
 
 
 def test_send_rate_caps_deliveries_per_second(receiver):
-    from connector.sending import send_events
+    from cli.sending import send_events
 
     deliveries = synthetic_events(customers=5, events=20)
 

@@ -3,9 +3,12 @@ rendered numbers are the ones SQL gives on the same warehouse, also while a load
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -13,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.devtools import free_port, start, stop, wait_healthy
-from connector.sending import delivery_order, documented_example, synthetic_events
+from cli.devtools import free_port, start, stop, wait_healthy
+from cli.sending import delivery_order, documented_example, synthetic_events
 from core.landing import LandingStore
 from core.settings import Settings
 from pipelines.run import run_load
@@ -194,27 +197,47 @@ def test_personal_data_is_shown_only_when_the_setting_allows_it(demo, tmp_path):
     assert "Personal data shown" in page.by_id["freshness"]
 
 
-def test_the_page_renders_a_finished_state_while_a_load_runs(tmp_path):
+def freeze_mid_load(settings: Settings, load: subprocess.Popen, raw_before: int) -> None:
+    """Stop the load's processes (SIGSTOP) once its raw events are visible to readers: it is
+    then frozen between its raw commit and its models' commit, holding what it holds."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert load.poll() is None, "the load ended before it was seen mid-way"
+        (raw,) = sql(settings, "select count(*) from raw.customer_events")[0]
+        if raw > raw_before:
+            os.killpg(load.pid, signal.SIGSTOP)
+            return
+        time.sleep(0.02)
+    raise AssertionError("the load's raw events never became visible")
+
+
+def test_the_page_renders_a_finished_state_while_a_load_is_frozen_mid_way(tmp_path):
     chromium()
     settings = settings_in(tmp_path)
     store = LandingStore(settings.landing_url)
     land(store, [envelope(e) for e in synthetic_events(customers=50, events=300, seed=2)])
     run_load(settings)
-    before = sql(settings, "select count(*) from analytics.dim_customer_current")[0][0]
+    current = "select count(*) from analytics.dim_customer_current"
+    before = sql(settings, current)[0][0]
+    raw_before = sql(settings, "select count(*) from raw.customer_events")[0][0]
     more = synthetic_events(customers=30_000, events=150_000, seed=3)
     for n in range(0, len(more), 50_000):
         land(store, [envelope(e) for e in more[n : n + 50_000]])
     dashboard = Dashboard(settings)
     load = start([str(VENV_BIN / "flavours"), "load"], environment(settings))
     try:
+        freeze_mid_load(settings, load, raw_before)
+        during = sql(settings, current)[0][0]
         page = texts_of(rendered_dom(dashboard.url, tmp_path))
-        still_loading = load.poll() is None
+        os.killpg(load.pid, signal.SIGCONT)
         assert load.wait(timeout=300) == 0
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(load.pid, signal.SIGCONT)
         stop(load)
         stop(dashboard.proc)
 
-    after = sql(settings, "select count(*) from analytics.dim_customer_current")[0][0]
-    assert still_loading, "the page was rendered while the load ran"
-    assert page.by_id["kpi-customers"] in (f"{before:,}", f"{after:,}")
+    after = sql(settings, current)[0][0]
+    assert during == before < after, "frozen after its raw commit, before its models' commit"
+    assert page.by_id["kpi-customers"] == f"{before:,}"
     assert "Error" not in " ".join(page.texts)

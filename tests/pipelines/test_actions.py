@@ -16,9 +16,9 @@ from dagster import DagsterInstance, Failure, RunRequest, SkipReason, build_sens
 
 from core.landing import LandingStore
 from core.settings import Settings
-from pipelines.action_assets import due_actions
-from pipelines.action_rules import RulesFileError, load_rules
-from pipelines.actions import dispatch, retry
+from pipelines.actions.assets import due_actions
+from pipelines.actions.outbox import dispatch, retry
+from pipelines.actions.rules import RulesFileError, load_rules
 from pipelines.definitions import build_definitions
 from pipelines.resources import FlavoursSettings
 from pipelines.run import run_load

@@ -32,8 +32,8 @@ import duckdb
 import pyarrow as pa
 
 from core.settings import Settings
-from pipelines.action_rules import CUSTOMER_FIELDS, Rule, Rules, load_rules
-from pipelines.action_senders import (
+from pipelines.actions.rules import CUSTOMER_FIELDS, Rule, Rules, load_rules
+from pipelines.actions.senders import (
     EmailSender,
     PermanentFailure,
     TemporaryFailure,

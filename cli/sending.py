@@ -22,7 +22,7 @@ from importlib.resources import files
 
 import requests
 
-EXAMPLE = json.loads(files("connector").joinpath("samples/customer-create.json").read_text())
+EXAMPLE = json.loads(files("cli").joinpath("samples/customer-create.json").read_text())
 FIRST_NAMES = ("Noura", "Fahad", "Sara", "Omar", "Layla", "Khalid", "Huda", "Yousef", "Reem")
 CITIES = ("Riyadh", "Jeddah", "Dammam", "Mecca", "Medina", "Khobar", "Tabuk", "Abha")
 

@@ -21,8 +21,8 @@ from dagster import (
 )
 from tabulate import tabulate
 
-from pipelines.action_rules import RulesFileError
-from pipelines.actions import dispatch, has_outbox
+from pipelines.actions.outbox import dispatch, has_outbox
+from pipelines.actions.rules import RulesFileError
 from pipelines.automation import SENSOR_INTERVAL_S
 from pipelines.resources import FlavoursSettings
 from pipelines.run_logs import project_logs_in_run
@@ -39,7 +39,7 @@ DEAD_SAMPLE = 20
     group_name="ops",
     kinds={"duckdb", "smtp", "webhook"},
     description="The outbox: one row per (rule of FLAVOURS_ACTIONS_FILE, customer version); "
-    "sends the pending e-mails and webhooks (pipelines.actions).",
+    "sends the pending e-mails and webhooks (pipelines.actions.outbox).",
 )
 def customer_actions(context: AssetExecutionContext, flavours: FlavoursSettings):
     """Plan the new dimension versions and send the due actions."""

@@ -175,7 +175,7 @@ def actions() -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="Every matching row as CSV.")
 def actions_list(status: str | None, rule: str | None, limit: int, as_csv: bool) -> None:
     """Show the newest actions and the count of each status (as readers see the warehouse)."""
-    from pipelines.actions import has_outbox
+    from pipelines.actions.outbox import has_outbox
     from warehouse.lake import WarehouseError, connect_reader
 
     try:
@@ -217,7 +217,7 @@ def actions_list(status: str | None, rule: str | None, limit: int, as_csv: bool)
 def actions_retry(action_ids: tuple[str, ...], rule: str | None, everything: bool) -> None:
     """Make dead actions pending again (the next dispatch sends them): ACTION_IDS, --rule or
     --all."""
-    from pipelines.actions import retry
+    from pipelines.actions.outbox import retry
 
     if not (action_ids or rule or everything):
         raise click.UsageError("name ACTION_IDS, a --rule, or --all")
@@ -228,8 +228,8 @@ def actions_retry(action_ids: tuple[str, ...], rule: str | None, everything: boo
 @actions.command("dispatch")
 def actions_dispatch() -> None:
     """Plan the dimension's new versions and send what is due now (as each load does)."""
-    from pipelines.action_rules import RulesFileError
-    from pipelines.actions import dispatch
+    from pipelines.actions.outbox import dispatch
+    from pipelines.actions.rules import RulesFileError
 
     try:
         report = dispatch(load_settings())
@@ -309,7 +309,7 @@ def send(
     progress: bool,
 ) -> None:
     """Send synthetic Flavours customer events to URL, retrying like Flavours."""
-    from connector.sending import (
+    from cli.sending import (
         delivery_order,
         documented_example,
         progress_bar,
@@ -349,7 +349,7 @@ def send(
 @click.option("--events", default=2000, show_default=True, type=click.IntRange(1))
 def demo(customers: int, events: int) -> None:
     """Receive sample events through a real receiver, load them, show the customer history."""
-    from connector.devtools import run_demo
+    from cli.devtools import run_demo
 
     run_demo(load_settings(), customers=customers, events=events, echo=click.echo)
 
@@ -368,7 +368,7 @@ def demo(customers: int, events: int) -> None:
 )
 def dev(host: str, port: int, insecure: bool, dagster_port: int, dashboard_port: int) -> None:
     """Run the receiver, `dagster dev` and the dashboard together; Ctrl-C stops them all."""
-    from connector.devtools import run_dev
+    from cli.devtools import run_dev
 
     settings = load_settings()
     raise SystemExit(

@@ -94,7 +94,7 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> None:
     """Receive sample events through a real receiver, load them, print the results."""
-    from connector.sending import delivery_order, documented_example, send_events, synthetic_events
+    from cli.sending import delivery_order, documented_example, send_events, synthetic_events
     from pipelines.run import run_load
 
     token = secrets.token_urlsafe(24)
@@ -188,7 +188,7 @@ rules:
 
 def joining_now() -> dict:
     """A new customer's CREATE stamped now (the demo's other events are from 2025)."""
-    from connector.sending import documented_example
+    from cli.sending import documented_example
 
     event = documented_example()
     customer_id = str(uuid.uuid4())

@@ -24,7 +24,7 @@ from standardwebhooks import Webhook
 
 from core.logs import mask_personal_data
 from core.settings import Settings
-from pipelines.action_rules import WebhookAction
+from pipelines.actions.rules import WebhookAction
 
 USER_AGENT = "flavours-connector-actions/1"
 
