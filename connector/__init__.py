@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Build the receiver app; ``config`` is a ``Settings``, overrides for one, or ``None``."""
     # Flask is imported here, not with the package: the loader and the CLI import
-    # core.settings and need no web framework (~0.2 s of every `flavours load`).
+    # core.settings and need no web framework (its import would slow every `flavours load`).
     from flask import Flask
 
     from connector import health

@@ -30,8 +30,8 @@ QUEUE_LIMIT_BATCHES = 20
 
 WRITER_THREADS = 2
 """Batches a process writes at once. While one batch waits for its fsync (or PUT), the next
-gathers and is written: with a single writer every request thread of the worker sat idle
-through every fsync (measured: the CPU 15 % idle under full load)."""
+gathers and is written: with a single writer every request thread of the worker sits idle
+through every fsync."""
 
 QUIET_GAP_S = 0.002
 """A batch is written as soon as no new line has come for this long. Waiting out the whole

@@ -142,7 +142,7 @@ class LandingStore:
 
         A plain object of at least ``MAP_MIN_BYTES`` in a local folder is memory-mapped
         read-only: the loader reads it in place instead of copying it out of the page cache
-        (measured: 0.5-1 CPU-s less per million events). That is safe because landed objects
+        (less system CPU; docs/benchmarks.md). That is safe because landed objects
         are never modified. Smaller objects are read: each mapping keeps a file descriptor
         open until it is freed, and at idle the receiver lands one small object per event, so
         a chunk can hold thousands. Any other object (gzip, object storage) is read too.
@@ -160,8 +160,7 @@ class LandingStore:
     def map_objects(self, keys: Sequence[str]) -> list[bytes | mmap.mmap]:
         """``map_object`` of each key, in order. From object storage, up to
         ``READ_CONCURRENCY`` objects are fetched at once: one after the other, a chunk of small
-        objects waits for one round trip per object (``make bench-s3``: 500 one-event
-        objects with 10 ms added each way, ~8x faster)."""
+        objects would wait for one round trip per object (``make bench-s3`` measures it)."""
         if self.is_local or len(keys) < 2:
             return [self.map_object(key) for key in keys]
         workers = min(READ_CONCURRENCY, len(keys))

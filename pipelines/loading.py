@@ -63,13 +63,12 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
     # dlt's parquet files live only until DuckDB has read them, so a loaded package is deleted
     # at once instead of kept until the next run. They keep dlt's default snappy compression:
-    # 3.4x fewer bytes to write and read (~250 MB per million events), and since parsing runs
-    # ahead in two workers it is also a little faster than none (6 alternating runs).
+    # Several times fewer bytes to write and read, and since parsing runs ahead in two workers
+    # it costs no time.
     dlt.config["load.delete_completed_jobs"] = True
     # Each parsed chunk goes through its three transformers into dlt's writer before the next
-    # chunk is taken. With dlt's default round robin the writer fell up to four chunks behind
-    # the parse workers and finished alone on one core (measured, 1M events: extract
-    # 6.73 -> 6.31 s on average, faster in each of 6 alternating pairs).
+    # chunk is taken. With dlt's default round robin the writer falls chunks behind the parse
+    # workers and finishes alone on one core.
     dlt.config["extract.next_item_mode"] = "fifo"
     if lake.on_postgres:
         catalog = ConnectionStringCredentials(lake.catalog)
@@ -81,8 +80,8 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
     credentials = DuckLakeCredentials(
         ducklake_name=LAKE, metadata_schema=METADATA_SCHEMA, catalog=catalog, storage=storage
     )
-    # Appends need no order among their rows; letting DuckDB insert in parallel halves the
-    # load of a large package (measured: 1M events, 9.0 s -> 4.9 s).
+    # Appends need no order among their rows; letting DuckDB insert in parallel about halves
+    # the load of a large package.
     # (dlt applies these with SET on a running instance: the extension-signature option of
     # connection_config cannot be among them)
     config = {**connection_config(), "preserve_insertion_order": False}
@@ -173,8 +172,8 @@ def record_manifest(
     """Add ``objects`` to the manifest; call only after their rows are committed by ``load_id``.
 
     One SQL insert, not a second dlt run: the manifest is this loader's own bookkeeping, and a
-    dlt run for a few rows cost ~0.5 s of every load. Manifests that an earlier version wrote
-    through dlt have the same columns.
+    dlt run for a few rows would cost every load a noticeable fixed time. Manifests that an
+    earlier version wrote through dlt have the same columns.
     """
     if not objects:
         return

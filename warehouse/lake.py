@@ -291,8 +291,8 @@ checked."""
 def connection_config() -> dict[str, str | bool]:
     """DuckDB configuration that loads the packaged extensions and never downloads any.
 
-    DuckDB checks an extension's signature by hashing the whole file (~50 MB, 0.12 s each) in
-    every new instance: ~5 s of a small load's 10. Once an instance of this process has loaded
+    DuckDB checks an extension's signature by hashing the whole file in every new instance,
+    which dominated a small load. Once an instance of this process has loaded
     them checked, later instances load the same files without checking them again.
     """
     config: dict[str, str | bool] = {
