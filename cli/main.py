@@ -202,10 +202,7 @@ def actions_list(status: str | None, rule: str | None, limit: int, as_csv: bool)
                 """,
                 params=params,
             )
-            if as_csv:
-                _write_csv(rows)
-            else:
-                rows.show(max_rows=limit, max_width=_terminal_width())
+            _print_relation(rows, as_csv, limit)
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -425,14 +422,19 @@ def sql(query: str | None, as_csv: bool, max_rows: int, duckdb_cli: bool) -> Non
             relation = con.sql(query)
             if relation is None:
                 return
-            if as_csv:
-                _write_csv(relation)
-            else:
-                relation.show(max_rows=max_rows, max_width=_terminal_width())
+            _print_relation(relation, as_csv, max_rows)
     except WarehouseError as exc:
         raise click.ClickException(str(exc)) from None
     except duckdb.Error as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+def _print_relation(relation, as_csv: bool, max_rows: int) -> None:
+    """Every row of ``relation`` as CSV, or its first ``max_rows`` as a terminal-wide table."""
+    if as_csv:
+        _write_csv(relation)
+    else:
+        relation.show(max_rows=max_rows, max_width=_terminal_width())
 
 
 def _write_csv(relation) -> None:

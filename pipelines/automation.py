@@ -54,11 +54,18 @@ def landing_digest(keys: list[str]) -> str:
     return f"{len(keys)}-{digest.hexdigest()[:32]}"
 
 
-@sensor(
-    job=flavours_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Starts flavours_job when new objects have landed (late ones included).",
+def project_sensor(job, description: str):
+    """The project's sensors: on by default, evaluated every ``FLAVOURS_SENSOR_INTERVAL_S``."""
+    return sensor(
+        job=job,
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=description,
+    )
+
+
+@project_sensor(
+    flavours_job, "Starts flavours_job when new objects have landed (late ones included)."
 )
 def new_landed_objects(context: SensorEvaluationContext, flavours: FlavoursSettings):
     """Request a run when the set of landed objects differs from the last evaluation."""

@@ -7,7 +7,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSelection,
-    DefaultSensorStatus,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -17,13 +16,12 @@ from dagster import (
     asset,
     asset_check,
     define_asset_job,
-    sensor,
 )
 from tabulate import tabulate
 
 from pipelines.actions.outbox import dispatch, has_outbox
 from pipelines.actions.rules import RulesFileError
-from pipelines.automation import SENSOR_INTERVAL_S
+from pipelines.automation import project_sensor
 from pipelines.resources import FlavoursSettings
 from pipelines.run_logs import project_logs_in_run
 from warehouse import connect_reader
@@ -120,12 +118,7 @@ actions_job = define_asset_job(
 )
 
 
-@sensor(
-    job=actions_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Starts actions_job when outbox rows are due between loads (retries).",
-)
+@project_sensor(actions_job, "Starts actions_job when outbox rows are due between loads (retries).")
 def due_actions(context: SensorEvaluationContext, flavours: FlavoursSettings):
     """Request a dispatch when pending or failed actions are due; one per state of the outbox."""
     settings = flavours.get()

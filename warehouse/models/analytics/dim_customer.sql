@@ -48,7 +48,9 @@ create table if not exists analytics.dim_customer (
 );
 
 {{ macros.consume_changed_customers(
-    'analytics.dim_customer', upstream='staging.stg_customer_events', into='dim_customer__changed_customers'
+    'analytics.dim_customer',
+    upstream='staging.stg_customer_events',
+    into='dim_customer__changed_customers',
 ) }};
 
 delete from analytics.dim_customer

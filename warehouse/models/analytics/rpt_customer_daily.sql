@@ -41,7 +41,9 @@ create table if not exists meta.rpt_customer_daily_totals (
 );
 
 {{ macros.consume_changed_customers(
-    'analytics.rpt_customer_daily', upstream='analytics.dim_customer', into='rpt_customer_daily__changed_customers'
+    'analytics.rpt_customer_daily',
+    upstream='analytics.dim_customer',
+    into='rpt_customer_daily__changed_customers',
 ) }};
 
 create or replace temp table rpt_customer_daily__new_contributions as

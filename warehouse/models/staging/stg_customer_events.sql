@@ -185,7 +185,9 @@ final as (
 select * from final;
 
 delete from meta.model_watermarks
-where model = 'staging.stg_customer_events' and exists (select 1 from stg_customer_events__new_loads);
+where
+    model = 'staging.stg_customer_events'
+    and exists (select 1 from stg_customer_events__new_loads);
 
 insert into meta.model_watermarks
 select
