@@ -26,6 +26,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
+from werkzeug.datastructures import EnvironHeaders
+
 from connector.auth import TOKEN_HEADER, AuthError, check_signature, check_token
 from connector.ingest import (
     Receiver,
@@ -75,16 +77,6 @@ class _Call:
     xid: str | None = None
     action: str | None = None
     body_bytes: int | None = None
-
-
-class _EnvironHeaders:
-    """``get`` of a request header by name, for ``check_signature``, straight from the environ."""
-
-    def __init__(self, environ: dict[str, Any]) -> None:
-        self.environ = environ
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        return self.environ.get("HTTP_" + name.upper().replace("-", "_"), default)
 
 
 class WebhookEndpoint:
@@ -142,7 +134,7 @@ class WebhookEndpoint:
         receiver = self.receiver
         if receiver.settings.require_https and environ.get("wsgi.url_scheme") != "https":
             raise Refused(403, "HTTPS is required: send webhooks to the https:// URL")
-        headers = _EnvironHeaders(environ)
+        headers = EnvironHeaders(environ)
         try:
             if receiver.token is not None:
                 check_token(receiver.token, _query_token(environ), headers.get(TOKEN_HEADER))
