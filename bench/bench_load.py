@@ -19,10 +19,10 @@ process's own high-water RSS (VmHWM), the highest of the repeats.
 
 Targets (DESIGN.md section 7): landed events -> dim_customer <= 4x DuckDB alone, peak < 2 GiB,
 incremental <= 2x. The span landed events -> dim_customer is the load process from its start
-until its dim_customer step ends: the steps after it (dim_customer_current, rpt_customer_daily,
-the checks) are subtracted. The whole `flavours load`, those steps included, is printed beside
-it, without a target. The loads log at WARNING unless FLAVOURS_LOG_LEVEL says otherwise (INFO
-shows each step's time).
+until its dim_customer step ends: the steps after it (dim_customer_current, the daily report and
+its contributions, the checks) are subtracted. The whole `flavours load`, those steps included,
+is printed beside it, without a target. The loads log at WARNING unless FLAVOURS_LOG_LEVEL says
+otherwise (INFO shows each step's time).
 """
 
 from __future__ import annotations
@@ -205,7 +205,8 @@ def flavours_load(work: Path, name: str, landing: str) -> dict:
 
 def after_dimension_s(steps_s: dict[str, float]) -> float:
     """Seconds of the steps that ran after ``dim_customer`` (``dim_customer_current``, the
-    daily report, the checks), from the step durations in the order the steps ran.
+    daily report and its contributions, the checks), from the step durations in the order the
+    steps ran.
 
     Landed events -> dim_customer is the process's time up to the end of the run minus these
     steps. The Dagster bookkeeping between them and the run's summary queries stay in, so the

@@ -1,7 +1,8 @@
 """Dagster assets: landed objects → raw tables (dlt) → staging → analytics (SQL models).
 
 Keys follow schema and table: ``raw/customer_events``, ``staging/stg_customer_events``,
-``analytics/dim_customer``, …; groups are ``landing``, ``raw``, ``staging`` and ``analytics``.
+``analytics/dim_customer``, …; groups are ``landing``, ``raw`` and each model's schema
+(``staging``, ``intermediate``, ``analytics``).
 ``landing/customers_snapshot`` is the backfill from the Customers API, run on demand.
 Every materialization reports its table's row count, column schema and a preview.
 """

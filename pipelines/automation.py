@@ -25,12 +25,16 @@ from core.landing import LandingStore
 from core.settings import Settings
 from pipelines.loading import list_landed
 from pipelines.resources import FlavoursSettings
+from warehouse.runner import MODEL_SPECS
 
 SENSOR_INTERVAL_S = Settings().sensor_interval_s
 
 flavours_job = define_asset_job(
     "flavours_job",
-    selection=AssetSelection.groups("raw", "staging", "analytics", "ops"),
+    # the raw tables, every model's schema (its asset group), the actions
+    selection=AssetSelection.groups(
+        "raw", *dict.fromkeys(model.schema for model in MODEL_SPECS), "ops"
+    ),
     description="Load new landed objects exactly once, update the customer models, then send "
     "the actions their new versions call for.",
 )

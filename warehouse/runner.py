@@ -1,25 +1,26 @@
 """Run the warehouse's SQL models and asset checks against a DuckDB database.
 
-A model is one SQL script, `warehouse/models/<schema>/<table>.sql`, that creates its table if
-needed and brings it up to date; `MODEL_SPECS` lists them in dependency order, with the tables
-each reads. A script is Jinja over DuckDB SQL: its column lists loop over ``attributes``, the
-customer attributes of ``warehouse.attributes``, so the list is written once. The runner renders
-each script once per process and executes it statement by statement inside one transaction (all
-or nothing), with the session time zone set to UTC. A check is one query,
+A model is one select, `warehouse/models/<schema>/<table>.sql`: a Jinja template over DuckDB SQL,
+in the manner of dbt. It declares what it is with ``config(materialized=..., description=...,
+unique_key=..., not_null=[...])`` and names what it reads with ``ref('<model>')`` and
+``source('raw', '<table>')``; the lineage and the order the models run in follow from those.
+Its column lists loop over ``attributes`` (the customer attributes of ``warehouse.attributes``),
+so the list is written once. ``warehouse.materializations`` turns the select into the statements
+that create or update the model's table; the runner executes them inside one transaction (all or
+nothing), with the session time zone set to UTC. A check is one query,
 `warehouse/checks/<name>.sql`, that returns the offending rows; it passes when it returns none.
 
 The first model records `MODELS_VERSION` in meta.models_version; when it finds derived tables
 built by another version, it drops them first, so that they are rebuilt from raw, and its result
 says so (`ModelResult.rebuilt_from_version`).
 
-The SQL is DuckDB's, run against the warehouse's DuckLake (`warehouse.lake`); the macros the
-models share are Jinja (`macros.sql`, as ``macros.<name>``), so nothing is created in the
-catalog or the session for them. Reads no settings: callers pass an open connection
-(`warehouse.connect`).
+The SQL is DuckDB's, run against the warehouse's DuckLake (`warehouse.lake`). Reads no settings:
+callers pass an open connection (`warehouse.connect`).
 """
 
 from __future__ import annotations
 
+import graphlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,48 +31,179 @@ from typing import Any
 import duckdb
 import jinja2
 
+from warehouse import materializations
 from warehouse.attributes import ATTRIBUTES
 
 PACKAGE_DIR = Path(__file__).parent
 MODELS_DIR = PACKAGE_DIR / "models"
 CHECKS_DIR = PACKAGE_DIR / "checks"
 FULL_REFRESH_SQL = PACKAGE_DIR / "maintenance" / "drop_derived_state.sql"
-MACROS_SQL = PACKAGE_DIR / "macros.sql"
+
+MATERIALIZATIONS = ("view", "table", "incremental")
+CONFIG_OPTIONS = ("materialized", "description", "unique_key", "not_null")
+SOURCES = ("raw.customer_events",)
+RAW_TABLE = "raw.customer_events"
 
 
 @dataclass(frozen=True)
 class Model:
-    """One SQL model: its script's name, the tables it reads, what its table holds."""
+    """One SQL model, as its file declares it."""
 
     name: str
-    reads: tuple[str, ...]
+    schema: str
+    path: Path
+    materialized: str
     description: str
+    refs: tuple[str, ...]
+    """The tables of the models it reads (``ref``), as ``schema.table``."""
+    sources: tuple[str, ...]
+    """The raw tables it reads (``source``)."""
+    unique_key: str | None = None
+    not_null: tuple[str, ...] = ()
+
+    @property
+    def table(self) -> str:
+        """The table (or view) the model maintains, as ``schema.table``."""
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every table the model reads: its sources, then the models it refers to."""
+        return self.sources + self.refs
+
+    @property
+    def reads_source(self) -> bool:
+        return bool(self.sources)
+
+    @property
+    def keeps_watermark(self) -> bool:
+        """Whether its table records, in meta.model_watermarks, the last staging batch it
+        reflects (every incremental model, and a table over models; a view reflects its
+        upstream)."""
+        return self.materialized == "incremental" or (
+            self.materialized == "table" and bool(self.refs)
+        )
 
 
-MODEL_SPECS: tuple[Model, ...] = (
-    Model(
-        "stg_customer_events",
-        ("raw.customer_events",),
-        "One row per distinct xid (first delivery wins), typed and flattened.",
-    ),
-    Model(
-        "dim_customer",
-        ("staging.stg_customer_events",),
-        "SCD type 2 customer dimension by event time: one row per customer version.",
-    ),
-    Model(
-        "dim_customer_current",
-        ("analytics.dim_customer",),
-        "One row per customer: its current version (deleted ones included).",
-    ),
-    Model(
-        "rpt_customer_daily",
-        ("analytics.dim_customer",),
-        "One row per UTC day: new, updated, deleted and active customers.",
-    ),
+class ModelDeclarationError(ValueError):
+    """A model file declares something the runner cannot run (named in the message)."""
+
+
+_TEMPLATES = jinja2.Environment(
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # noqa: S701 - renders SQL, not HTML
 )
-"""The models in dependency order, with their lineage (the Dagster assets are built from it)."""
+
+
+def _model_files() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(MODELS_DIR.glob("*/*.sql"))}
+
+
+def _model_tables() -> dict[str, str]:
+    """Each model file's table, ``schema.table`` (the folder is the schema)."""
+    return {name: f"{path.parent.name}.{name}" for name, path in _model_files().items()}
+
+
+def declare_model(path: Path) -> Model:
+    """Read a model file's declaration: render it once, recording ``config``, ``ref`` (to the
+    models in `MODELS_DIR`) and ``source``; `ModelDeclarationError` says what is wrong."""
+    tables = _model_tables()
+    declared: dict[str, Any] = {}
+    refs: list[str] = []
+    sources: list[str] = []
+
+    def config(**options: Any) -> str:
+        declared.update(options)
+        return ""
+
+    def ref(name: str) -> str:
+        if name not in tables:
+            raise ModelDeclarationError(f"{path.name}: ref({name!r}) names no model")
+        refs.append(tables[name])
+        return tables[name]
+
+    def source(schema: str, table: str) -> str:
+        name = f"{schema}.{table}"
+        if name not in SOURCES:
+            raise ModelDeclarationError(f"{path.name}: source{(schema, table)} names no source")
+        sources.append(name)
+        return name
+
+    name, schema = path.stem, path.parent.name
+    _render(path, is_incremental=False, config=config, ref=ref, source=source)
+    model = Model(
+        name=name,
+        schema=schema,
+        path=path,
+        materialized=str(declared.get("materialized", "")),
+        description=declared.get("description", ""),
+        refs=tuple(dict.fromkeys(refs)),
+        sources=tuple(dict.fromkeys(sources)),
+        unique_key=declared.get("unique_key"),
+        not_null=tuple(declared.get("not_null", ())),
+    )
+    problem = _declaration_problem(model, unknown=set(declared) - set(CONFIG_OPTIONS))
+    if problem:
+        raise ModelDeclarationError(f"{path.name}: {problem}")
+    return model
+
+
+def _declaration_problem(model: Model, unknown: set[str]) -> str | None:
+    if unknown:
+        return f"unknown config {sorted(unknown)}; the options are {', '.join(CONFIG_OPTIONS)}"
+    if model.materialized not in MATERIALIZATIONS:
+        return f"materialized must be one of {', '.join(MATERIALIZATIONS)}"
+    if not model.description:
+        return "a description is required"
+    if model.materialized != "incremental":
+        return None
+    if model.reads_source:
+        if len(model.sources) > 1 or model.refs:
+            return "an incremental model reads either one source or one model"
+        return None if model.unique_key else "an incremental model needs a unique_key"
+    if len(model.refs) != 1:
+        return "an incremental model reads either one source or one model"
+    if model.unique_key != "customer_id":
+        return (
+            "an incremental model over a model is incremental by customer: unique_key customer_id"
+        )
+    return None
+
+
+def _declare_all() -> tuple[Model, ...]:
+    files = _model_files()
+    declared = {name: declare_model(path) for name, path in files.items()}
+    by_table = {model.table: name for name, model in declared.items()}
+    graph = graphlib.TopologicalSorter(
+        {name: {by_table[table] for table in model.refs} for name, model in declared.items()}
+    )
+    graph.prepare()
+    ordered: list[Model] = []
+    while graph.is_active():
+        ready = sorted(graph.get_ready(), key=lambda name: list(files).index(name))
+        ordered += [declared[name] for name in ready]
+        graph.done(*ready)
+    return tuple(ordered)
+
+
+def _render(path: Path, is_incremental: bool, **functions: Any) -> str:
+    """Render a model's template; ``functions`` are its ``config``, ``ref`` and ``source``."""
+    name = path.stem
+    return _TEMPLATES.from_string(path.read_text()).render(
+        attributes=ATTRIBUTES,
+        this=f"{path.parent.name}.{name}",
+        is_incremental=is_incremental,
+        new_loads=materializations.new_loads_table(name),
+        changed_customers=materializations.changed_customers_table(name),
+        **functions,
+    )
+
+
+MODEL_SPECS: tuple[Model, ...] = _declare_all()
+"""The models in dependency order (the Dagster assets are built from them)."""
 MODELS: tuple[str, ...] = tuple(model.name for model in MODEL_SPECS)
+_BY_NAME = {model.name: model for model in MODEL_SPECS}
 
 CHECKS: tuple[str, ...] = (
     "dim_customer_unique_customer_sk",
@@ -80,27 +212,27 @@ CHECKS: tuple[str, ...] = (
     "stg_customer_events_reconciles_with_raw",
 )
 
-RAW_TABLE = "raw.customer_events"
+WATERMARKED_MODELS: tuple[str, ...] = tuple(
+    model.name for model in MODEL_SPECS if model.keeps_watermark
+)
+"""The models that record in meta.model_watermarks the last staging batch they reflect."""
 
-INCREMENTAL_MODELS: tuple[str, ...] = ("stg_customer_events", "dim_customer", "rpt_customer_daily")
-"""The models that keep a watermark in meta.model_watermarks (dim_customer_current is a view)."""
-
-MODELS_VERSION = 3
+MODELS_VERSION = 4
 """The version of the models' tables. Bump it when a model changes in a way that its existing
 tables cannot follow incrementally (a table becomes a view, a column changes): the first run on
 a warehouse built by another version rebuilds staging, analytics and meta from raw, which
 derives them completely. Version 2: analytics.dim_customer_current is a view. Version 3:
-staging lists absent_attributes instead of a present_attributes struct."""
+staging lists absent_attributes instead of a present_attributes struct. Version 4: the models
+are declarative selects; the daily report's per-customer shares are the model
+intermediate.int_customer_daily_contributions and the change feed is meta.customer_changes."""
 
-DERIVED_SCHEMAS = ("staging", "analytics", "meta")
+DERIVED_SCHEMAS = ("staging", "intermediate", "analytics", "meta")
 """The schemas the models derive from raw: the ones `maintenance/drop_derived_state.sql` drops."""
 
-_PARSED: dict[Path, tuple[duckdb.Statement, ...]] = {}
-_TEMPLATES = jinja2.Environment(
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,  # noqa: S701 - renders SQL, not HTML
-)
+_Compiled = tuple[
+    tuple[materializations.Step | materializations.CreateTable, tuple[duckdb.Statement, ...]], ...
+]
+_COMPILED: dict[tuple[str, bool], _Compiled] = {}
 
 
 class MissingRawEventsError(RuntimeError):
@@ -141,17 +273,21 @@ def use_utc(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("set TimeZone = 'UTC'")
 
 
+def model(name: str) -> Model:
+    """Model `name`, as its file declares it."""
+    if name not in _BY_NAME:
+        raise ValueError(f"unknown model {name!r}; the models are: {', '.join(MODELS)}")
+    return _BY_NAME[name]
+
+
 def model_path(name: str) -> Path:
     """The SQL file of model `name`."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; the models are: {', '.join(MODELS)}")
-    (path,) = MODELS_DIR.glob(f"*/{name}.sql")
-    return path
+    return model(name).path
 
 
 def model_table(name: str) -> str:
     """The table model `name` maintains, as `schema.table`."""
-    return f"{model_path(name).parent.name}.{name}"
+    return model(name).table
 
 
 def check_path(name: str) -> Path:
@@ -163,7 +299,7 @@ def check_path(name: str) -> Path:
 
 def run_model(con: duckdb.DuckDBPyConnection, name: str) -> ModelResult:
     """Bring one model's table up to date in its own transaction (rolled back on error)."""
-    model_path(name)  # an unknown name fails before anything runs
+    model(name)  # an unknown name fails before anything runs
     use_utc(con)
     started = time.perf_counter()
     with _transaction(con):
@@ -233,7 +369,7 @@ def derived_state_complete(con: duckdb.DuckDBPyConnection) -> bool:
         )
     except duckdb.CatalogException:
         return True
-    return len({watermarks.get(model_table(name), 0) for name in INCREMENTAL_MODELS}) == 1
+    return len({watermarks.get(model_table(name), 0) for name in WATERMARKED_MODELS}) == 1
 
 
 def run_check(con: duckdb.DuckDBPyConnection, name: str, sample_size: int = 5) -> CheckResult:
@@ -263,17 +399,17 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def _run_model_script(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, int | None]:
-    """Run one model's script; return its rows written and the models version whose derived
-    tables it dropped first (the first model only, when another version built them)."""
+    """Run one model; return its rows written and the models version whose derived tables it
+    dropped first (the first model only, when another version built them)."""
     if name != MODELS[0]:
-        return _execute_script(con, model_path(name)), None
+        return _materialize(con, model(name)), None
     _require_raw_events(con)
     recorded = recorded_models_version(con)
     rebuilt_from = None
     if recorded not in (None, MODELS_VERSION):
         _execute_script(con, FULL_REFRESH_SQL)
         rebuilt_from = recorded
-    rows_written = _execute_script(con, model_path(name))
+    rows_written = _materialize(con, model(name))
     if recorded != MODELS_VERSION:
         con.execute("create table if not exists meta.models_version (version integer not null)")
         con.execute("delete from meta.models_version")
@@ -300,29 +436,71 @@ def _model_result(
     )
 
 
-def _execute_script(con: duckdb.DuckDBPyConnection, path: Path) -> int:
-    """Execute every statement of a SQL file; return the row count of its last insert (by
-    convention a model's last insert writes its own table)."""
+def _materialize(con: duckdb.DuckDBPyConnection, model: Model) -> int:
+    """Execute the statements of ``model``'s materialization; return the rows it wrote."""
     rows_written = 0
-    for statement in _statements(con, path):
-        result = con.execute(statement).fetchall()
-        if statement.type == duckdb.StatementType.INSERT:
-            rows_written = result[0][0]
+    for step, statements in _compiled(con, model, _exists(con, model.table)):
+        if isinstance(step, materializations.CreateTable):
+            con.execute(step.ddl(con))
+        for statement in statements:
+            result = con.execute(statement).fetchall()
+            if step.writes_rows:
+                rows_written = result[0][0]
     return rows_written
 
 
-def render(path: Path) -> str:
-    """A SQL file as DuckDB runs it: its Jinja rendered with ``attributes`` (the customer
-    attributes of ``warehouse.attributes``, in column order) and ``macros`` (``macros.sql``)."""
-    macros = _TEMPLATES.from_string(MACROS_SQL.read_text()).module
-    return _TEMPLATES.from_string(path.read_text()).render(attributes=ATTRIBUTES, macros=macros)
+def _execute_script(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    for statement in con.extract_statements(path.read_text()):
+        con.execute(statement)
 
 
-def _statements(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[duckdb.Statement, ...]:
-    """The statements of a SQL file, rendered and split once per process (package data)."""
-    if path not in _PARSED:
-        _PARSED[path] = tuple(con.extract_statements(render(path)))
-    return _PARSED[path]
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema, name = table.split(".")
+    ((found,),) = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_catalog = current_database() and table_schema = ? and table_name = ?",
+        [schema, name],
+    ).fetchall()
+    return bool(found)
+
+
+def render(path: Path, is_incremental: bool = True) -> str:
+    """A model's select as DuckDB runs it: its Jinja rendered with ``attributes`` (the customer
+    attributes of ``warehouse.attributes``, in column order), ``ref``, ``source``, ``this`` and
+    ``is_incremental`` (whether its table exists already)."""
+    tables = _model_tables()
+    return _render(
+        path,
+        is_incremental,
+        config=lambda **_: "",
+        ref=tables.__getitem__,
+        source=lambda schema, table: f"{schema}.{table}",
+    )
+
+
+def compile_model(
+    name: str, is_incremental: bool = True
+) -> list[materializations.Step | materializations.CreateTable]:
+    """The steps a run of model ``name`` executes (``is_incremental``: its table exists)."""
+    found = model(name)
+    return materializations.steps(found, render(found.path, is_incremental), is_incremental)
+
+
+def _compiled(con: duckdb.DuckDBPyConnection, model: Model, exists: bool) -> _Compiled:
+    """A model's steps with their statements, rendered and parsed once per process and table
+    state (a `CreateTable` step has none: its DDL is written when it runs)."""
+    key = (model.name, exists)
+    if key not in _COMPILED:
+        _COMPILED[key] = tuple(
+            (
+                step,
+                ()
+                if isinstance(step, materializations.CreateTable)
+                else tuple(con.extract_statements(step.sql)),
+            )
+            for step in compile_model(model.name, exists)
+        )
+    return _COMPILED[key]
 
 
 def _require_raw_events(con: duckdb.DuckDBPyConnection) -> None:

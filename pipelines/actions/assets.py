@@ -1,4 +1,4 @@
-"""The outbox as a Dagster asset (``ops/customer_actions``, after each dimension update) and a
+"""The outbox as a Dagster asset (``ops/customer_actions``, after each run of the models) and a
 warning check that lists the dead actions."""
 
 from dagster import (
@@ -26,6 +26,7 @@ from pipelines.resources import FlavoursSettings
 from pipelines.run_logs import project_logs_in_run
 from warehouse import connect_reader
 from warehouse.lake import WarehouseError
+from warehouse.runner import MODEL_SPECS
 
 CUSTOMER_ACTIONS = AssetKey(["ops", "customer_actions"])
 DEAD_SAMPLE = 20
@@ -33,7 +34,9 @@ DEAD_SAMPLE = 20
 
 @asset(
     key=CUSTOMER_ACTIONS,
-    deps=[AssetKey(["analytics", "dim_customer"])],
+    # it reads analytics.dim_customer; it comes after every model so that the outbox is
+    # published to readers with a finished state of all of them
+    deps=[AssetKey(model.table.split(".")) for model in MODEL_SPECS],
     group_name="ops",
     kinds={"duckdb", "smtp", "webhook"},
     description="The outbox: one row per (rule of FLAVOURS_ACTIONS_FILE, customer version); "

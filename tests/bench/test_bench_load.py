@@ -20,7 +20,11 @@ from core.landing import LandingStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS, CUSTOMERS, FILES = 600, 60, 3
-AFTER_DIMENSION = ["analytics__dim_customer_current", "analytics__rpt_customer_daily"]
+AFTER_DIMENSION = [
+    "analytics__dim_customer_current",
+    "intermediate__int_customer_daily_contributions",
+    "analytics__rpt_customer_daily",
+]
 CHECKS_STEP = "dimension_checks"
 ACTIONS_STEPS = ["ops__customer_actions", "ops__customer_actions_no_dead_actions"]
 

@@ -20,6 +20,7 @@ CONTRACT_ASSETS = {
     "staging/stg_customer_events",
     "analytics/dim_customer",
     "analytics/dim_customer_current",
+    "intermediate/int_customer_daily_contributions",
     "analytics/rpt_customer_daily",
 }
 

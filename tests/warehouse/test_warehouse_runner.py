@@ -1,7 +1,9 @@
-"""warehouse.runner: models map to their files and tables, run in transactions, in UTC."""
+"""warehouse.runner: models map to their files and tables, run in transactions, in UTC, and their
+tables follow their declarations."""
 
 from __future__ import annotations
 
+import duckdb
 import jinja2
 import pytest
 from scd2_support import SECOND_MS, T0
@@ -16,12 +18,14 @@ def test_models_map_to_their_sql_files_and_tables():
         "stg_customer_events",
         "dim_customer",
         "dim_customer_current",
+        "int_customer_daily_contributions",
         "rpt_customer_daily",
     )
     assert [runner.model_table(name) for name in warehouse.MODELS] == [
         "staging.stg_customer_events",
         "analytics.dim_customer",
         "analytics.dim_customer_current",
+        "intermediate.int_customer_daily_contributions",
         "analytics.rpt_customer_daily",
     ]
     for name in warehouse.MODELS:
@@ -38,9 +42,37 @@ def test_run_models_reports_each_model_with_its_table_and_rows(wh, customer_even
         ("stg_customer_events", "staging.stg_customer_events", 2, 2),
         ("dim_customer", "analytics.dim_customer", 2, 2),
         ("dim_customer_current", "analytics.dim_customer_current", 2, 0),  # a view
+        ("int_customer_daily_contributions", "intermediate.int_customer_daily_contributions", 2, 2),
         ("rpt_customer_daily", "analytics.rpt_customer_daily", 1, 1),
     ]
     assert all(r.seconds > 0 for r in results)
+
+
+def test_tables_have_the_columns_of_their_select_and_not_null_where_declared(wh, customer_event):
+    wh.deliver([customer_event("c1", "CREATE", T0)])
+
+    wh.run()  # creates every table
+    wh.deliver([customer_event("c1", "UPDATE", T0 + SECOND_MS, name="B")])
+    wh.run()  # incremental
+
+    for name in warehouse.MODELS:
+        declared = runner.model(name)
+        if declared.materialized == "view":
+            continue
+        schema, table = declared.table.split(".")
+        nullable = dict(
+            wh.con.execute(
+                "select column_name, is_nullable from information_schema.columns "
+                "where table_schema = ? and table_name = ?",
+                [schema, table],
+            ).fetchall()
+        )
+        assert declared.not_null, name
+        assert {column for column, flag in nullable.items() if flag == "NO"} == set(
+            declared.not_null
+        ), name
+        with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+            wh.con.execute(f"update {declared.table} set {declared.not_null[0]} = null")  # noqa: S608
 
 
 def test_failed_model_rolls_back_and_a_later_run_catches_up(wh, customer_event):
@@ -108,7 +140,7 @@ def test_drop_derived_state_then_model_by_model_equals_incremental(wh, customer_
     assert wh.snapshot() == incremental
 
 
-@pytest.mark.parametrize("older_version", [0, 1, 2])
+@pytest.mark.parametrize("older_version", [0, 1, 2, 3])
 @pytest.mark.parametrize("model_by_model", [False, True])
 def test_tables_built_by_an_older_models_version_are_rebuilt_from_raw(
     wh, customer_event, older_version, model_by_model
@@ -138,7 +170,9 @@ def test_tables_built_by_an_older_models_version_are_rebuilt_from_raw(
     else:
         results = wh.run()
 
-    assert [r.rebuilt_from_version for r in results] == [older_version, None, None, None]
+    assert [r.rebuilt_from_version for r in results] == [older_version] + [None] * (
+        len(warehouse.MODELS) - 1
+    )
     assert runner.built_by_other_models_version(wh.con) is None
     assert wh.con.execute(
         "select table_type from information_schema.tables where table_name = 'dim_customer_current'"

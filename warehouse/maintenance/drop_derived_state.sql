@@ -1,7 +1,9 @@
 -- Drops everything the models derive from raw, so that the next run rebuilds it all:
--- staging, analytics and the models' bookkeeping in meta. raw is never touched.
+-- staging, intermediate, analytics and the models' bookkeeping in meta. raw is never touched.
 
 drop schema if exists analytics cascade;
+
+drop schema if exists intermediate cascade;
 
 drop schema if exists staging cascade;
 

@@ -18,45 +18,27 @@
 -- windows. The state of every event is hashed once; the windows that find instants and versions
 -- sort keys and hashes only, and the attributes are joined back once per version.
 --
--- The attribute columns are rendered from warehouse/attributes.py (`attributes`, in column
--- order).
+-- The attribute columns are rendered from warehouse/attributes.py (in column order).
 --
 -- customer_sk = md5(customer_id || '|' || epoch microseconds of valid_from): the same in every
 -- incremental run and full rebuild. attributes_hash = md5 of the attributes as a JSON array in
 -- column order, timestamps as epoch microseconds so that it does not depend on the time zone.
 --
--- Incremental: only the customers whose staged events changed in batches after this model's
--- watermark are recomputed (see staging.stg_customer_events): their rows are deleted and their
--- whole history rebuilt from staging, so the cost follows the customers with new events.
+-- Incremental by customer: only the customers whose staged events changed in batches after this
+-- model's watermark are recomputed (changed_customers, see staging.stg_customer_events): their
+-- rows are replaced by their whole history rebuilt from staging, so the cost follows the
+-- customers with new events.
 
-create schema if not exists analytics;
+{{ config(
+    materialized='incremental',
+    unique_key='customer_id',
+    not_null=[
+        'customer_sk', 'customer_id', 'version', 'valid_from', 'is_current', 'is_deleted',
+        'change_action', 'source_xid', 'attributes_hash',
+    ],
+    description='SCD type 2 customer dimension by event time: one row per customer version.',
+) }}
 
-create table if not exists analytics.dim_customer (
-    customer_sk varchar not null,
-    customer_id varchar not null,
-    version bigint not null,
-    valid_from timestamptz not null,
-    valid_to timestamptz,
-    is_current boolean not null,
-    is_deleted boolean not null,
-    change_action varchar not null,
-    source_xid varchar not null,
-    {%- for a in attributes %}
-    {{ a.name }} {{ a.sql_type }},
-    {%- endfor %}
-    attributes_hash varchar not null
-);
-
-{{ macros.consume_changed_customers(
-    'analytics.dim_customer',
-    upstream='staging.stg_customer_events',
-    into='dim_customer__changed_customers',
-) }};
-
-delete from analytics.dim_customer
-where customer_id in (select customer_id from dim_customer__changed_customers);
-
-insert into analytics.dim_customer
 -- not materialized: both are read twice, and rescanning beats holding 1M wide rows in memory
 with staged_events as not materialized (
     select
@@ -65,8 +47,8 @@ with staged_events as not materialized (
         case action
             when 'SNAPSHOT' then 0 when 'CREATE' then 1 when 'UPDATE' then 2 when 'DELETE' then 3
         end as action_rank
-    from staging.stg_customer_events
-    semi join dim_customer__changed_customers using (customer_id)
+    from {{ ref('stg_customer_events') }}
+    semi join {{ changed_customers }} using (customer_id)
 ),
 
 -- A backfill snapshot that is a customer's first event stands for the customer since its
@@ -256,6 +238,4 @@ final as (
     inner join event_states using (event_row)
 )
 
-select * from final;
-
-drop table dim_customer__changed_customers;
+select * from final

@@ -6,9 +6,13 @@
 -- costs no run time or storage (a copied table cost every load its single-threaded commit). A
 -- query reads only the columns it names, and is_current first.
 
-create or replace view analytics.dim_customer_current as
+{{ config(
+    materialized='view',
+    description='One row per customer: its current version (deleted ones included).',
+) }}
+
 with customer_versions as (
-    select * from analytics.dim_customer
+    select * from {{ ref('dim_customer') }}
 ),
 
 final as (
@@ -17,4 +21,4 @@ final as (
     where is_current
 )
 
-select * from final;
+select * from final

@@ -1,92 +1,37 @@
 -- staging.stg_customer_events
 -- Grain: one row per distinct customer event (xid), typed and flattened.
 --
--- Incremental. A run reads only the raw rows of loads (_dlt_load_id) it has not staged before,
--- recorded in meta.stg_customer_events_loads; loads may arrive in any order, so there is no
--- high-water mark that could skip one. All new loads of a run form one batch.
+-- Incremental by load. A run reads only the raw rows of loads (_dlt_load_id) it has not staged
+-- before (new_loads; meta.stg_customer_events_loads records the staged ones): loads may arrive
+-- in any order, so there is no high-water mark that could skip one. All new loads of a run form
+-- one batch.
 --
 -- First delivery wins, exactly: of all deliveries of an xid, the staged row is the one with the
 -- earliest (received_at, landing_file, line_no), whatever order the loads come in. When a later
 -- load brings an earlier delivery of an xid that is already staged, that delivery replaces the
 -- staged row, so staging always equals a full rebuild from raw.
 --
--- Every customer whose staged events changed in a batch (inserted rows, replaced rows, and the
--- previous customer of a replaced row) is listed in meta.stg_customer_events_changes, and the
--- batch becomes this model's watermark in meta.model_watermarks. Each model downstream keeps its
--- own watermark there and recomputes exactly the customers of the batches its upstream has
--- consumed since (macro consume_changed_customers, warehouse/macros.sql).
+-- The rows this select returns replace the staged rows of the same xid. Every customer whose
+-- staged events changed in a batch (inserted rows, replaced rows, and the previous customer of a
+-- replaced row) is listed in meta.customer_changes, and the batch becomes this model's watermark
+-- in meta.model_watermarks; each model downstream recomputes exactly those customers
+-- (warehouse/materializations.py).
 --
 -- Attributes (warehouse/attributes.py: names, types and JSON paths, rendered into the column
--- lists below as `attributes`): absent_attributes lists those whose key is not in the payload,
+-- lists below): absent_attributes lists those whose key is not in the payload,
 -- usually none (an explicit null counts as present; a key under data.user is absent when
 -- data.user is absent or null). An empty list rather than a struct of 20 booleans, which were a
 -- noticeable share of this model's insert. Values that have the wrong type become NULL but still
 -- count as present (the types are described in warehouse/attributes.py).
 -- data.user.fcm_token is never copied.
 
-create schema if not exists staging;
+{{ config(
+    materialized='incremental',
+    unique_key='xid',
+    not_null=['xid', 'customer_id', 'action', 'event_ts', 'absent_attributes'],
+    description='One row per distinct xid (first delivery wins), typed and flattened.',
+) }}
 
-create schema if not exists meta;
-
-create table if not exists meta.stg_customer_events_loads (
-    _dlt_load_id varchar not null,
-    batch_id bigint not null,
-    staged_at timestamptz not null
-);
-
-create table if not exists meta.stg_customer_events_changes (
-    batch_id bigint not null,
-    customer_id varchar not null
-);
-
--- the last batch each model has consumed (see the macros in warehouse/macros.sql)
-create table if not exists meta.model_watermarks (
-    model varchar not null,
-    batch_id bigint not null,
-    updated_at timestamptz not null
-);
-
-create table if not exists staging.stg_customer_events (
-    xid varchar not null,
-    customer_id varchar not null,
-    action varchar not null,
-    event_ts timestamptz not null,
-    {%- for a in attributes %}
-    {{ a.name }} {{ a.sql_type }},
-    {%- endfor %}
-    absent_attributes varchar[] not null,
-    received_at timestamptz,
-    landing_file varchar,
-    line_no bigint
-);
-
-create or replace temp table stg_customer_events__batch as
-with staged_loads as (
-    select batch_id from meta.stg_customer_events_loads
-),
-
-final as (
-    select coalesce(max(batch_id), 0) + 1 as batch_id from staged_loads
-)
-
-select * from final;
-
-create or replace temp table stg_customer_events__new_loads as
-with raw_loads as (
-    select distinct _dlt_load_id
-    from raw.customer_events
-    where _dlt_load_id is not null
-),
-
-final as (
-    select raw_loads._dlt_load_id
-    from raw_loads
-    anti join meta.stg_customer_events_loads as staged using (_dlt_load_id)
-)
-
-select * from final;
-
-create or replace temp table stg_customer_events__winners as
 with new_deliveries as (
     select
         rowid as raw_rowid,
@@ -95,8 +40,8 @@ with new_deliveries as (
         received_at,
         landing_file,
         line_no
-    from raw.customer_events
-    semi join stg_customer_events__new_loads using (_dlt_load_id)
+    from {{ source('raw', 'customer_events') }}
+    semi join {{ new_loads }} using (_dlt_load_id)
     -- the loader only writes valid events; a row that is not one is left out rather than
     -- failing the run, and the raw-vs-staging reconciliation check reports it
     where
@@ -106,10 +51,16 @@ with new_deliveries as (
         and regexp_full_match(action, 'customers\.(create|update|delete|snapshot)', 'i')
 ),
 
+-- the staged deliveries of the same xids (none on the first run, which creates the table)
 staged_deliveries as (
     select xid, customer_id, received_at, landing_file, line_no
-    from staging.stg_customer_events
+    {%- if is_incremental %}
+    from {{ this }}
     semi join new_deliveries using (xid)
+    {%- else %}
+    from new_deliveries
+    where false
+    {%- endif %}
 ),
 
 candidates as (
@@ -147,64 +98,16 @@ first_deliveries as (
     )
 ),
 
-final as (
-    select
-        first_deliveries.raw_rowid,
-        first_deliveries.xid,
-        first_deliveries.customer_id,
-        staged_deliveries.customer_id as replaced_customer_id,
-        staged_deliveries.xid is not null as replaces_staged_row
+new_winners as (
+    select raw_rowid
     from first_deliveries
-    left join staged_deliveries using (xid)
-    where first_deliveries.is_new
-)
-
-select * from final;
-
-insert into meta.stg_customer_events_loads
-select
-    stg_customer_events__new_loads._dlt_load_id,
-    stg_customer_events__batch.batch_id,
-    now() as staged_at
-from stg_customer_events__new_loads
-cross join stg_customer_events__batch;
-
-insert into meta.stg_customer_events_changes
-with changed_customers as (
-    select customer_id from stg_customer_events__winners
-    union
-    select replaced_customer_id from stg_customer_events__winners where replaces_staged_row
+    where is_new
 ),
 
-final as (
-    select stg_customer_events__batch.batch_id, changed_customers.customer_id
-    from changed_customers
-    cross join stg_customer_events__batch
-)
-
-select * from final;
-
-delete from meta.model_watermarks
-where
-    model = 'staging.stg_customer_events'
-    and exists (select 1 from stg_customer_events__new_loads);
-
-insert into meta.model_watermarks
-select
-    'staging.stg_customer_events' as model,
-    stg_customer_events__batch.batch_id,
-    now() as updated_at
-from stg_customer_events__batch
-where exists (select 1 from stg_customer_events__new_loads);
-
-delete from staging.stg_customer_events
-where xid in (select xid from stg_customer_events__winners where replaces_staged_row);
-
-insert into staging.stg_customer_events
-with winners as (
+winners as (
     select deliveries.*
-    from raw.customer_events as deliveries
-    semi join stg_customer_events__winners as winner on deliveries.rowid = winner.raw_rowid
+    from {{ source('raw', 'customer_events') }} as deliveries
+    semi join new_winners on deliveries.rowid = new_winners.raw_rowid
 ),
 
 extracted as (
@@ -260,10 +163,4 @@ final as (
     from extracted
 )
 
-select * from final;
-
-drop table stg_customer_events__winners;
-
-drop table stg_customer_events__new_loads;
-
-drop table stg_customer_events__batch;
+select * from final
