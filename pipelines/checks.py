@@ -1,7 +1,8 @@
 """Asset checks: structural errors on the customer dimension, warnings on bad input.
 
 The error checks (unique ``customer_sk``, one current row per customer, contiguous windows,
-raw-to-staging reconciliation) are the warehouse's SQL checks (``warehouse/checks``). The
+raw-to-staging reconciliation) are the warehouse's SQL checks (``warehouse/checks``), each on
+the asset of the model its file names. The
 warnings (rejected events present, delivery errors reported by Flavours) never block
 anything: one bad event must never stop the dimension.
 """
@@ -20,32 +21,18 @@ from pipelines.loading import warehouse_lock
 from pipelines.resources import FlavoursSettings
 from warehouse import lake, runner
 
-DIM_CUSTOMER = AssetKey(["analytics", "dim_customer"])
-STAGING = AssetKey(["staging", "stg_customer_events"])
 REJECTED = AssetKey(["raw", "customer_events_rejected"])
 DELIVERY_ERRORS = AssetKey(["raw", "delivery_errors"])
-
-STRUCTURAL_CHECKS = {
-    "dim_customer_unique_customer_sk": (DIM_CUSTOMER, "customer_sk is unique"),
-    "dim_customer_one_current_row_per_customer": (
-        DIM_CUSTOMER,
-        "exactly one current row per customer (the rows of dim_customer_current)",
-    ),
-    "dim_customer_contiguous_windows": (
-        DIM_CUSTOMER,
-        "each customer's versions are contiguous and non-overlapping",
-    ),
-    "stg_customer_events_reconciles_with_raw": (
-        STAGING,
-        "every distinct valid xid in raw.customer_events is in staging",
-    ),
-}
 
 
 @multi_asset_check(
     specs=[
-        AssetCheckSpec(name=name, asset=key, description=description)
-        for name, (key, description) in STRUCTURAL_CHECKS.items()
+        AssetCheckSpec(
+            name=check.name,
+            asset=AssetKey(runner.model_table(check.model).split(".")),
+            description=check.description,
+        )
+        for check in runner.CHECK_SPECS
     ],
     can_subset=True,
 )

@@ -8,7 +8,8 @@ Its column lists loop over ``attributes`` (the customer attributes of ``warehous
 so the list is written once. ``warehouse.materializations`` turns the select into the statements
 that create or update the model's table; the runner executes them inside one transaction (all or
 nothing), with the session time zone set to UTC. A check is one query,
-`warehouse/checks/<name>.sql`, that returns the offending rows; it passes when it returns none.
+`warehouse/checks/<name>.sql`, that returns the offending rows (it passes when it returns none)
+and declares the model it checks with ``config(model=..., description=...)``.
 
 The first model records `MODELS_VERSION` in meta.models_version; when it finds derived tables
 built by another version, it drops them first, so that they are rebuilt from raw, and its result
@@ -85,8 +86,19 @@ class Model:
         )
 
 
+@dataclass(frozen=True)
+class Check:
+    """One check: a query returning offending rows, and the model whose asset it checks."""
+
+    name: str
+    path: Path
+    model: str
+    description: str
+    reads: tuple[str, ...]
+
+
 class ModelDeclarationError(ValueError):
-    """A model file declares something the runner cannot run (named in the message)."""
+    """A model or check file declares something the runner cannot run (named in the message)."""
 
 
 _TEMPLATES = jinja2.Environment(
@@ -105,16 +117,24 @@ def _model_tables() -> dict[str, str]:
     return {name: f"{path.parent.name}.{name}" for name, path in _model_files().items()}
 
 
-def declare_model(path: Path) -> Model:
-    """Read a model file's declaration: render it once, recording ``config``, ``ref`` (to the
-    models in `MODELS_DIR`) and ``source``; `ModelDeclarationError` says what is wrong."""
+@dataclass(frozen=True)
+class _Declaration:
+    """What a template declared when rendered once: its ``config`` options and the tables its
+    ``ref`` and ``source`` calls named, in order."""
+
+    options: dict[str, Any]
+    refs: tuple[str, ...]
+    sources: tuple[str, ...]
+
+
+def _declaration(path: Path) -> _Declaration:
     tables = _model_tables()
-    declared: dict[str, Any] = {}
+    options: dict[str, Any] = {}
     refs: list[str] = []
     sources: list[str] = []
 
-    def config(**options: Any) -> str:
-        declared.update(options)
+    def config(**given: Any) -> str:
+        options.update(given)
         return ""
 
     def ref(name: str) -> str:
@@ -130,23 +150,46 @@ def declare_model(path: Path) -> Model:
         sources.append(name)
         return name
 
-    name, schema = path.stem, path.parent.name
     _render(path, is_incremental=False, config=config, ref=ref, source=source)
+    return _Declaration(options, tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(sources)))
+
+
+def declare_model(path: Path) -> Model:
+    """Read a model file's declaration: render it once, recording ``config``, ``ref`` (to the
+    models in `MODELS_DIR`) and ``source``; `ModelDeclarationError` says what is wrong."""
+    declared = _declaration(path)
+    options = declared.options
     model = Model(
-        name=name,
-        schema=schema,
+        name=path.stem,
+        schema=path.parent.name,
         path=path,
-        materialized=str(declared.get("materialized", "")),
-        description=declared.get("description", ""),
-        refs=tuple(dict.fromkeys(refs)),
-        sources=tuple(dict.fromkeys(sources)),
-        unique_key=declared.get("unique_key"),
-        not_null=tuple(declared.get("not_null", ())),
+        materialized=str(options.get("materialized", "")),
+        description=options.get("description", ""),
+        refs=declared.refs,
+        sources=declared.sources,
+        unique_key=options.get("unique_key"),
+        not_null=tuple(options.get("not_null", ())),
     )
-    problem = _declaration_problem(model, unknown=set(declared) - set(CONFIG_OPTIONS))
+    problem = _declaration_problem(model, unknown=set(options) - set(CONFIG_OPTIONS))
     if problem:
         raise ModelDeclarationError(f"{path.name}: {problem}")
     return model
+
+
+def declare_check(path: Path) -> Check:
+    """Read a check file's declaration: ``config(model=..., description=...)``, the model whose
+    asset it checks, and the tables it reads (``ref``, ``source``)."""
+    declared = _declaration(path)
+    options = declared.options
+    unknown = set(options) - {"model", "description"}
+    if unknown:
+        raise ModelDeclarationError(f"{path.name}: unknown config {sorted(unknown)}")
+    model = options.get("model")
+    if model not in _model_files():
+        raise ModelDeclarationError(f"{path.name}: config(model=...) must name a model")
+    if not options.get("description"):
+        raise ModelDeclarationError(f"{path.name}: a description is required")
+    return Check(path.stem, path, model, options["description"], declared.sources + declared.refs)
 
 
 def _declaration_problem(model: Model, unknown: set[str]) -> str | None:
@@ -205,12 +248,11 @@ MODEL_SPECS: tuple[Model, ...] = _declare_all()
 MODELS: tuple[str, ...] = tuple(model.name for model in MODEL_SPECS)
 _BY_NAME = {model.name: model for model in MODEL_SPECS}
 
-CHECKS: tuple[str, ...] = (
-    "dim_customer_unique_customer_sk",
-    "dim_customer_one_current_row_per_customer",
-    "dim_customer_contiguous_windows",
-    "stg_customer_events_reconciles_with_raw",
+CHECK_SPECS: tuple[Check, ...] = tuple(
+    declare_check(path) for path in sorted(CHECKS_DIR.glob("*.sql"))
 )
+"""The checks (`warehouse/checks/*.sql`), by name (the Dagster asset checks are built from them)."""
+CHECKS: tuple[str, ...] = tuple(check.name for check in CHECK_SPECS)
 
 WATERMARKED_MODELS: tuple[str, ...] = tuple(
     model.name for model in MODEL_SPECS if model.keeps_watermark
@@ -375,7 +417,7 @@ def derived_state_complete(con: duckdb.DuckDBPyConnection) -> bool:
 def run_check(con: duckdb.DuckDBPyConnection, name: str, sample_size: int = 5) -> CheckResult:
     """Run one asset check and return how many rows offend, with a few of them."""
     # One execution: a relation would run the query again for the count and for the sample.
-    offending = con.sql(check_path(name).read_text()).to_arrow_table()
+    offending = con.sql(render(check_path(name))).to_arrow_table()
     sample = offending.slice(0, sample_size).to_pylist()
     return CheckResult(
         name=name, passed=offending.num_rows == 0, failing_rows=offending.num_rows, sample=sample

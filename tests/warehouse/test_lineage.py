@@ -28,3 +28,13 @@ def test_models_come_after_the_models_they_read():
     for model in runner.MODEL_SPECS:
         assert {table for table in model.reads if not table.startswith("raw.")} <= built
         built.add(runner.model_table(model.name))
+
+
+@pytest.mark.parametrize("check", runner.CHECK_SPECS, ids=lambda check: check.name)
+def test_each_check_reads_exactly_the_tables_it_refers_to_and_checks_one_of_them(check):
+    sql = COMMENT.sub("", runner.render(check.path))
+
+    read = {f"{schema}.{table}" for schema, table in TABLE.findall(sql)}
+
+    assert read == set(check.reads)
+    assert runner.model_table(check.model) in check.reads

@@ -72,3 +72,18 @@ def test_a_wrong_declaration_is_refused_with_the_reason(tmp_path, text, message)
         runner.ModelDeclarationError, match=rf"my_model\.sql: .*{re.escape(message)}"
     ):
         runner.declare_model(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{{ config(model='dim_customers', description='d') }} select 1", "must name a model"),
+        ("{{ config(model='dim_customer') }} select 1", "a description is required"),
+        ("{{ config(model='dim_customer', description='d', severity='warn') }}", "unknown config"),
+    ],
+)
+def test_a_wrong_check_declaration_is_refused_with_the_reason(tmp_path, text, message):
+    path = write(tmp_path, text, schema="checks", name="my_check")
+
+    with pytest.raises(runner.ModelDeclarationError, match=rf"my_check\.sql: .*{message}"):
+        runner.declare_check(path)

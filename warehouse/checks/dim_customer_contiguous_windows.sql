@@ -2,9 +2,14 @@
 -- Per customer, ordered by valid_from: versions are numbered 1, 2, …; each window is non-empty;
 -- valid_to equals the next version's valid_from; only the last version is open and current.
 
+{{ config(
+    model='dim_customer',
+    description="each customer's versions are contiguous and non-overlapping",
+) }}
+
 with customer_versions as (
     select customer_sk, customer_id, version, valid_from, valid_to, is_current
-    from analytics.dim_customer
+    from {{ ref('dim_customer') }}
 ),
 
 neighbours as (

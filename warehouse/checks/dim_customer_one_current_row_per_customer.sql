@@ -1,9 +1,14 @@
 -- Offending rows: every customer of dim_customer without exactly one current version.
 -- (dim_customer_current is a view of these current versions, so it follows.)
 
+{{ config(
+    model='dim_customer',
+    description="exactly one current row per customer (the rows of dim_customer_current)",
+) }}
+
 with customer_versions as (
     select customer_id, is_current
-    from analytics.dim_customer
+    from {{ ref('dim_customer') }}
 ),
 
 final as (

@@ -1,8 +1,13 @@
 -- Offending rows: every customer_sk that is null or held by more than one row of dim_customer.
 
+{{ config(
+    model='dim_customer',
+    description="customer_sk is unique",
+) }}
+
 with customer_versions as (
     select customer_sk, customer_id, valid_from
-    from analytics.dim_customer
+    from {{ ref('dim_customer') }}
 ),
 
 -- counted first, so that the list of customers is built only for the offending keys

@@ -2,13 +2,18 @@
 -- staging.stg_customer_events, every staged xid that raw does not hold, and every xid staged
 -- more than once.
 
+{{ config(
+    model='stg_customer_events',
+    description="every distinct valid xid in raw.customer_events is in staging",
+) }}
+
 with raw_xids as (
-    select distinct xid from raw.customer_events
+    select distinct xid from {{ source('raw', 'customer_events') }}
 ),
 
 staged_xids as (
     select xid, count(*) as staged_rows
-    from staging.stg_customer_events
+    from {{ ref('stg_customer_events') }}
     group by xid
 ),
 
