@@ -313,9 +313,9 @@ def connect(settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
 def connect_reader(settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the warehouse's last published state.
 
-    ``analytics.*``, ``staging.*`` and ``raw.*`` are queryable by those names. The connection
-    keeps seeing that state while loads go on (open a new one to see later loads), and it never
-    blocks them. Settings come from ``FLAVOURS_*`` unless given.
+    ``analytics.*``, ``intermediate.*``, ``staging.*`` and ``raw.*`` are queryable by those
+    names. The connection keeps seeing that state while loads go on (open a new one to see later
+    loads), and it never blocks them. Settings come from ``FLAVOURS_*`` unless given.
     """
     lake = Lake.of(settings or Settings())
     snapshot, copy = _last_published(lake)

@@ -287,6 +287,11 @@ def test_backfilling_again_adds_versions_only_for_customers_that_changed(serve, 
     ]
     assert query(settings, "select count(*) from analytics.dim_customer") == [(9,)]
     assert query(settings, "select sum(new_customers) from analytics.rpt_customer_daily") == [(8,)]
+    # the report is the sum of the customers' shares, which readers can query too
+    assert query(
+        settings,
+        "select sum(new_customers) from intermediate.int_customer_daily_contributions",
+    ) == [(8,)]
 
 
 def test_a_webhook_newer_than_the_snapshot_wins_and_an_older_one_does_not(serve, settings, store):
