@@ -32,7 +32,7 @@ CHANGE_FEED = "meta.customer_changes"
 """The customers whose staged events changed, by batch: written by the model reading the raw
 source, consumed by every incremental model downstream."""
 WATERMARKS = "meta.model_watermarks"
-"""The last batch each incremental model has consumed."""
+"""The last batch each model's table reflects (every model but the views)."""
 
 _BOOKKEEPING = (
     "create schema if not exists meta",
@@ -181,18 +181,14 @@ def _by_load(model: Model, select: str, exists: bool) -> list[Step | CreateTable
                 f"from {model.table} cross join {batch}"
             ),
         ]
-    has_new_loads = f"exists (select 1 from {new_loads})"
     return [
         *steps,
         Step(
             f"insert into {loads} select {new_loads}._dlt_load_id, {batch}.batch_id, now() "
             f"from {new_loads} cross join {batch}"
         ),
-        Step(f"delete from {WATERMARKS} where model = '{model.table}' and {has_new_loads}"),
-        Step(
-            f"insert into {WATERMARKS} select '{model.table}', batch_id, now() "
-            f"from {batch} where {has_new_loads}"
-        ),
+        # the batch, when it had loads; otherwise the watermark stays where it was
+        *_move_watermark(model, to=f"(select coalesce(max(batch_id), 0) from {loads})"),
         Step(f"drop table {new_loads}"),
         Step(f"drop table {batch}"),
     ]

@@ -21,6 +21,7 @@ callers pass an open connection (`warehouse.connect`).
 
 from __future__ import annotations
 
+import functools
 import graphlib
 import time
 from collections.abc import Iterator
@@ -42,8 +43,8 @@ FULL_REFRESH_SQL = PACKAGE_DIR / "maintenance" / "drop_derived_state.sql"
 
 MATERIALIZATIONS = ("view", "table", "incremental")
 CONFIG_OPTIONS = ("materialized", "description", "unique_key", "not_null")
-SOURCES = ("raw.customer_events",)
 RAW_TABLE = "raw.customer_events"
+SOURCES = (RAW_TABLE,)
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,13 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
+@functools.cache
 def _model_files() -> dict[str, Path]:
+    """Each model's file by model name (package data: listed once per process)."""
     return {path.stem: path for path in sorted(MODELS_DIR.glob("*/*.sql"))}
 
 
+@functools.cache
 def _model_tables() -> dict[str, str]:
     """Each model file's table, ``schema.table`` (the folder is the schema)."""
     return {name: f"{path.parent.name}.{name}" for name, path in _model_files().items()}
@@ -119,15 +123,19 @@ def _model_tables() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _Declaration:
-    """What a template declared when rendered once: its ``config`` options and the tables its
-    ``ref`` and ``source`` calls named, in order."""
+    """A template rendered: its SQL, its ``config`` options and the tables its ``ref`` and
+    ``source`` calls named, in order."""
 
+    sql: str
     options: dict[str, Any]
     refs: tuple[str, ...]
     sources: tuple[str, ...]
 
 
-def _declaration(path: Path) -> _Declaration:
+def _declaration(path: Path, is_incremental: bool = False) -> _Declaration:
+    """Render a model or check template with ``attributes``, ``this``, ``is_incremental``,
+    ``new_loads``, ``changed_customers`` and the ``config``, ``ref`` and ``source`` calls, which
+    it records (an unknown model or source is a `ModelDeclarationError`)."""
     tables = _model_tables()
     options: dict[str, Any] = {}
     refs: list[str] = []
@@ -150,8 +158,18 @@ def _declaration(path: Path) -> _Declaration:
         sources.append(name)
         return name
 
-    _render(path, is_incremental=False, config=config, ref=ref, source=source)
-    return _Declaration(options, tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(sources)))
+    name = path.stem
+    sql = _TEMPLATES.from_string(path.read_text()).render(
+        attributes=ATTRIBUTES,
+        this=f"{path.parent.name}.{name}",
+        is_incremental=is_incremental,
+        new_loads=materializations.new_loads_table(name),
+        changed_customers=materializations.changed_customers_table(name),
+        config=config,
+        ref=ref,
+        source=source,
+    )
+    return _Declaration(sql, options, tuple(dict.fromkeys(refs)), tuple(dict.fromkeys(sources)))
 
 
 def declare_model(path: Path) -> Model:
@@ -215,32 +233,19 @@ def _declaration_problem(model: Model, unknown: set[str]) -> str | None:
 
 
 def _declare_all() -> tuple[Model, ...]:
-    files = _model_files()
-    declared = {name: declare_model(path) for name, path in files.items()}
-    by_table = {model.table: name for name, model in declared.items()}
+    """Every model, each after the models it refers to (ties in file order)."""
+    declared = {name: declare_model(path) for name, path in _model_files().items()}
+    by_table = {model.table: model for model in declared.values()}
     graph = graphlib.TopologicalSorter(
-        {name: {by_table[table] for table in model.refs} for name, model in declared.items()}
+        {model: {by_table[table] for table in model.refs} for model in declared.values()}
     )
     graph.prepare()
     ordered: list[Model] = []
     while graph.is_active():
-        ready = sorted(graph.get_ready(), key=lambda name: list(files).index(name))
-        ordered += [declared[name] for name in ready]
+        ready = sorted(graph.get_ready(), key=lambda model: model.path)
+        ordered += ready
         graph.done(*ready)
     return tuple(ordered)
-
-
-def _render(path: Path, is_incremental: bool, **functions: Any) -> str:
-    """Render a model's template; ``functions`` are its ``config``, ``ref`` and ``source``."""
-    name = path.stem
-    return _TEMPLATES.from_string(path.read_text()).render(
-        attributes=ATTRIBUTES,
-        this=f"{path.parent.name}.{name}",
-        is_incremental=is_incremental,
-        new_loads=materializations.new_loads_table(name),
-        changed_customers=materializations.changed_customers_table(name),
-        **functions,
-    )
 
 
 MODEL_SPECS: tuple[Model, ...] = _declare_all()
@@ -507,17 +512,10 @@ def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 
 def render(path: Path, is_incremental: bool = True) -> str:
-    """A model's select as DuckDB runs it: its Jinja rendered with ``attributes`` (the customer
-    attributes of ``warehouse.attributes``, in column order), ``ref``, ``source``, ``this`` and
-    ``is_incremental`` (whether its table exists already)."""
-    tables = _model_tables()
-    return _render(
-        path,
-        is_incremental,
-        config=lambda **_: "",
-        ref=tables.__getitem__,
-        source=lambda schema, table: f"{schema}.{table}",
-    )
+    """A model's select (or a check's query) as DuckDB runs it: its Jinja rendered with
+    ``attributes`` (the customer attributes of ``warehouse.attributes``, in column order),
+    ``ref``, ``source``, ``this`` and ``is_incremental`` (whether its table exists already)."""
+    return _declaration(path, is_incremental).sql
 
 
 def compile_model(

@@ -75,6 +75,24 @@ def test_tables_have_the_columns_of_their_select_and_not_null_where_declared(wh,
             wh.con.execute(f"update {declared.table} set {declared.not_null[0]} = null")  # noqa: S608
 
 
+def test_the_state_is_complete_only_when_every_table_has_caught_up_with_staging(wh, customer_event):
+    # readers are published a state only when this holds (pipelines.assets.publish_when_complete)
+    wh.deliver([customer_event("c1", "CREATE", T0, name="A")])
+    wh.run()
+    assert runner.derived_state_complete(wh.con)
+    wh.deliver([customer_event("c1", "UPDATE", T0 + SECOND_MS, name="B")])
+    assert runner.derived_state_complete(wh.con), "new raw rows alone leave the models as they were"
+
+    complete_after = []
+    for name in warehouse.MODELS:
+        warehouse.run_model(wh.con, name)
+        complete_after.append(runner.derived_state_complete(wh.con))
+
+    # the view follows the dimension by itself; every table, the report included, must catch up
+    assert complete_after == [False] * (len(warehouse.MODELS) - 1) + [True]
+    assert warehouse.MODELS[-1] == "rpt_customer_daily"
+
+
 def test_failed_model_rolls_back_and_a_later_run_catches_up(wh, customer_event):
     wh.deliver([customer_event("c1", "CREATE", T0, name="A")])
     wh.run()
@@ -147,11 +165,15 @@ def test_tables_built_by_an_older_models_version_are_rebuilt_from_raw(
 ):
     wh.deliver([customer_event("c1", "CREATE", T0, name="A")])
     wh.run()
-    # what older versions left: staging had a present_attributes struct (up to version 2) and
-    # dim_customer_current was a table (up to version 1; version 0 recorded no version)
+    # what older versions left: no intermediate schema and the report's totals in meta (up to
+    # version 3), staging with a present_attributes struct (up to version 2) and
+    # dim_customer_current a table (up to version 1; version 0 recorded no version)
+    wh.con.execute("drop schema intermediate cascade")
+    wh.con.execute("create table meta.rpt_customer_daily_totals (day date)")
     staging = "staging.stg_customer_events"
-    wh.con.execute(f"alter table {staging} drop column absent_attributes")
-    wh.con.execute(f"alter table {staging} add column present_attributes struct(name boolean)")
+    if older_version < 3:
+        wh.con.execute(f"alter table {staging} drop column absent_attributes")
+        wh.con.execute(f"alter table {staging} add column present_attributes struct(name boolean)")
     if older_version < 2:
         wh.con.execute("drop view analytics.dim_customer_current")
         wh.con.execute(
@@ -178,6 +200,11 @@ def test_tables_built_by_an_older_models_version_are_rebuilt_from_raw(
         "select table_type from information_schema.tables where table_name = 'dim_customer_current'"
     ).fetchall() == [("VIEW",)]
     assert [row["name"] for row in wh.rows("analytics.dim_customer_current")] == ["B"]
+    assert wh.con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_name = 'rpt_customer_daily_totals'"
+    ).fetchall() == [(0,)]
+    assert [row["new_customers"] for row in wh.rows("analytics.rpt_customer_daily")] == [1]
     upgraded = wh.snapshot()
     wh.run(full_refresh=True)
     assert wh.snapshot() == upgraded
