@@ -27,17 +27,16 @@ import duckdb
 import pyarrow as pa
 from dlt.common.configuration.specs import AwsCredentials, ConnectionStringCredentials
 from dlt.common.storages.configuration import FilesystemConfiguration
-from dlt.destinations.impl.ducklake.configuration import DuckLakeCredentials
 
 from core.landing import REJECTED_PREFIX, LandedObject, LandingStore
 from core.settings import Settings
+from pipelines.lake_destination import LakeCredentials, warehouse_lake
 from pipelines.landing_source import LoadTally
 from warehouse.lake import (
     LAKE,
     METADATA_SCHEMA,
     Lake,
     S3Credentials,
-    connection_config,
     open_lake,
     writer_lock,
 )
@@ -77,19 +76,15 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
     storage = FilesystemConfiguration(
         bucket_url=lake.data_url, credentials=_aws_credentials() if lake.on_s3 else None
     )
-    credentials = DuckLakeCredentials(
+    credentials = LakeCredentials(
         ducklake_name=LAKE, metadata_schema=METADATA_SCHEMA, catalog=catalog, storage=storage
     )
     # Appends need no order among their rows; letting DuckDB insert in parallel about halves
     # the load of a large package.
-    # (dlt applies these with SET on a running instance: the extension-signature option of
-    # connection_config cannot be among them)
-    config = {**connection_config(), "preserve_insertion_order": False}
-    config.pop("allow_unsigned_extensions", None)
-    credentials.global_config = config
+    credentials.global_config = {"preserve_insertion_order": False}
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
-        destination=dlt.destinations.ducklake(credentials),
+        destination=warehouse_lake(credentials),
         dataset_name=DATASET,
         pipelines_dir=settings.dlt_dir,
         progress=None,

@@ -405,6 +405,32 @@ def test_flavours_log_level_sets_which_loader_lines_reach_the_run_log(settings, 
     assert lines == {"warning": [(LOAD_OP, logging.WARNING)], "progress": []}
 
 
+def test_dlts_connections_start_like_the_warehouses_own_and_keep_dlts_destination_name(
+    settings, store
+):
+    land(store, [envelope(customer_event("c1"))])
+    pipeline = make_pipeline(settings)  # opens the warehouse once: signatures checked
+
+    with pipeline.destination_client() as client, client.sql_client as sql:
+        config = dict(
+            sql.execute_sql(
+                "select name, value from duckdb_settings() where name in "
+                "('allow_unsigned_extensions', 'autoinstall_known_extensions', "
+                "'extension_directory', 'preserve_insertion_order')"
+            )
+        )
+
+    assert config == {
+        "allow_unsigned_extensions": "true",  # not checked again in each of dlt's instances
+        "autoinstall_known_extensions": "false",
+        "extension_directory": warehouse.lake.extension_directory(),
+        "preserve_insertion_order": "false",
+    }
+    # pipeline state written under dlt's own ducklake destination stays this destination's
+    assert pipeline.destination.destination_type == "dlt.destinations.ducklake"
+    assert load(settings).raw_events == 1
+
+
 def test_rows_committed_by_an_interrupted_load_are_not_duplicated(settings, store):
     keys = [land(store, [envelope(customer_event(f"c{i}")) for i in range(5)]) for _ in range(3)]
     # Steps 1-3 of a load commit rows, then the process dies before recording the manifest.
