@@ -7,7 +7,7 @@ Settings are resolved at run time from ``FLAVOURS_*`` (see README).
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 from dagster_dlt import DagsterDltResource
 
 from pipelines.actions.assets import actions_job, customer_actions, due_actions, no_dead_actions
@@ -26,6 +26,10 @@ def build_definitions(flavours: FlavoursSettings | None = None) -> Definitions:
         sensors=[new_landed_objects, due_actions],
         schedules=[hourly_schedule],
         resources={"dlt": DagsterDltResource(), "flavours": flavours or FlavoursSettings()},
+        # Steps run one after another in the run's own process: they take turns on the
+        # warehouse's writer lock anyway, and a process per step would import the project
+        # again for each of them (seconds per step, most of a small run under `dagster dev`).
+        executor=in_process_executor,
     )
 
 

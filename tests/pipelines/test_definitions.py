@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import AssetKey, DagsterInstance, SkipReason, build_sensor_context
+from dagster import AssetKey, DagsterEventType, DagsterInstance, SkipReason, build_sensor_context
 
 from pipelines.automation import new_landed_objects
 from pipelines.definitions import build_definitions, defs
@@ -12,6 +12,7 @@ from pipelines.resources import FlavoursSettings
 from tests.conftest import run_cli
 from tests.landing_helpers import EXAMPLE, customer_event, days_ago, envelope, land
 from tests.pipelines.conftest import load, query
+from warehouse import runner
 
 CONTRACT_ASSETS = {
     "raw/customer_events",
@@ -102,6 +103,12 @@ def test_dagster_cli_materializes_everything_from_the_module(tmp_path, settings,
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert query(settings, "select count(*) from analytics.dim_customer") == [(1,)]
+    # every step ran in the run's own process, none in a process of its own
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        (run,) = instance.get_runs()
+        starts = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
+    assert len(starts) >= len(runner.MODELS) + 1
+    assert len({record.dagster_event.pid for record in starts}) == 1
 
 
 def test_loads_from_a_real_s3_server(s3_env, tmp_path):
