@@ -43,6 +43,7 @@ from pipelines.loading import (
     discard_partial_loads,
     make_pipeline,
     pending_objects,
+    raw_tables_exist,
     record_manifest,
     warehouse_lock,
 )
@@ -162,22 +163,29 @@ def raw_tables(
         with lake.connect(settings) as con:
             objects = pending_objects(con, store)
             discarded = discard_partial_loads(con, objects)
+            run_dlt = bool(objects) or not raw_tables_exist(con)
         listed = time.perf_counter()
         context.log.info(f"{len(objects)} landed objects to load from {settings.landing_url}")
         tally = LoadTally()
-        source = flavours_landing(
-            settings.landing_url, objects, tally, settings.landing_compression
-        )
-        results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
-        loaded = time.perf_counter()
-        load_id = pipeline.last_trace.last_load_info.loads_ids[-1]
-        con = lake.connect(settings)
-        record_manifest(con, objects, tally, load_id)
-        context.log.info(
-            f"loaded {sum(tally.lines.values()):,} lines: listing and cleanup "
-            f"{listed - started:.1f} s, dlt run {loaded - listed:.1f} s, manifest "
-            f"{time.perf_counter() - loaded:.1f} s"
-        )
+        if run_dlt:
+            source = flavours_landing(
+                settings.landing_url, objects, tally, settings.landing_compression
+            )
+            results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
+            loaded = time.perf_counter()
+            load_id = pipeline.last_trace.last_load_info.loads_ids[-1]
+            con = lake.connect(settings)
+            record_manifest(con, objects, tally, load_id)
+            context.log.info(
+                f"loaded {sum(tally.lines.values()):,} lines: listing and cleanup "
+                f"{listed - started:.1f} s, dlt run {loaded - listed:.1f} s, manifest "
+                f"{time.perf_counter() - loaded:.1f} s"
+            )
+        else:
+            # Nothing new and the tables exist: a dlt run would only record an empty load.
+            keys = sorted(context.selected_asset_keys, key=lambda key: key.to_user_string())
+            results = [MaterializeResult(asset_key=key) for key in keys]
+            con = lake.connect(settings)
         summary = {
             "landed_objects_loaded": len(objects),
             "lines_loaded": sum(tally.lines.values()),

@@ -6,7 +6,8 @@ The manifest ``raw.landed_objects`` lists every object whose rows are committed.
    lands late, or with an older name from a skewed clock, is still pending);
 2. deletes rows of pending objects left by an interrupted earlier load (their rows may be
    committed while their manifest entries are not);
-3. loads the pending objects' rows with dlt (``landing_source.flavours_landing``);
+3. loads the pending objects' rows with dlt (``landing_source.flavours_landing``); with none
+   pending, dlt is not run at all once the raw tables exist;
 4. only then records them in the manifest, with the id of the dlt load that committed them.
 
 A crash anywhere repeats the pending objects from step 1: nothing skipped, nothing doubled.
@@ -122,6 +123,16 @@ def loaded_keys(con: duckdb.DuckDBPyConnection) -> set[str]:
     except duckdb.CatalogException:
         return set()
     return {row[0] for row in rows}
+
+
+def raw_tables_exist(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether every raw table exists (a first load creates them, even from no objects)."""
+    ((found,),) = con.execute(
+        "select count(*) from duckdb_tables() "
+        "where database_name = current_database() and schema_name = ? and table_name in ?",
+        [DATASET, list(RAW_TABLES)],
+    ).fetchall()
+    return found == len(RAW_TABLES)
 
 
 def pending_objects(con: duckdb.DuckDBPyConnection, store: LandingStore) -> list[LandedObject]:

@@ -22,7 +22,7 @@ from core.logs import PROJECT_LOGGERS
 from core.settings import Settings
 from pipelines.definitions import build_definitions
 from pipelines.landing_source import LoadTally, flavours_landing
-from pipelines.loading import discard_partial_loads, make_pipeline, pending_objects
+from pipelines.loading import RAW_TABLES, discard_partial_loads, make_pipeline, pending_objects
 from pipelines.resources import FlavoursSettings
 from pipelines.run import (
     LOAD_OP,
@@ -233,6 +233,27 @@ def test_each_object_is_loaded_exactly_once_across_runs(settings, store):
     assert query(settings, "select count(*), count(distinct xid) from raw.customer_events") == [
         (3, 3)
     ]
+
+
+def test_a_run_with_nothing_new_does_not_run_dlt_and_still_reports_every_raw_table(settings, store):
+    empty, _ = run_load(settings)  # nothing landed yet: dlt still creates the raw tables
+    land(store, [envelope(customer_event("c1"))])
+    load(settings)
+    with connect(settings) as con:
+        loads = con.sql("select load_id from raw._dlt_loads order by all").fetchall()
+
+    again, summary = run_load(settings)
+
+    raw_keys = {f"raw/{table}" for table in RAW_TABLES}
+    for result in (empty, again):
+        materialized = {
+            m.asset_key.to_user_string() for m in result.asset_materializations_for_node(LOAD_OP)
+        }
+        assert materialized == raw_keys
+    assert len(loads) == 2
+    with connect(settings) as con:
+        assert con.sql("select load_id from raw._dlt_loads order by all").fetchall() == loads
+    assert (summary.objects_loaded, summary.raw_events, summary.customers) == (0, 1, 1)
 
 
 def test_manifest_lists_each_object_once_with_the_load_that_committed_its_rows(settings, store):
