@@ -6,11 +6,12 @@ from __future__ import annotations
 import duckdb
 import jinja2
 import pytest
-from scd2_support import SECOND_MS, T0
+from scd2_support import ATTRIBUTE_PATHS, SECOND_MS, T0, TIMESTAMP_ATTRIBUTES
+from scd2_support import ATTRIBUTES as CONTRACT_ATTRIBUTES
 
 import warehouse
 from warehouse import runner
-from warehouse.attributes import ATTRIBUTES, CUSTOMER_ATTRIBUTES
+from warehouse.attributes import ATTRIBUTES
 
 
 def test_models_map_to_their_sql_files_and_tables():
@@ -229,26 +230,34 @@ def test_a_new_warehouse_records_the_models_version(wh, customer_event):
 
 
 def test_the_attribute_list_renders_into_staging_and_the_dimension(wh, customer_event):
+    """Names, JSON paths and types against the contract the SCD2 tests use (scd2_support), not
+    against warehouse/attributes.py itself, so a wrong entry in the list is caught."""
     wh.deliver([customer_event("c1", "CREATE", T0)])
     wh.run()
-    names = list(CUSTOMER_ATTRIBUTES)
+    names = list(CONTRACT_ATTRIBUTES)
 
+    assert {a.name: a.json_path for a in ATTRIBUTES} == {
+        name: "$.data." + ".".join(path) for name, path in ATTRIBUTE_PATHS.items()
+    }
     for table in ("staging.stg_customer_events", "analytics.dim_customer"):
         columns = warehouse.relation(wh.con, table).columns
         start = columns.index(names[0])
         assert columns[start : start + len(names)] == names, table
-    types = dict(
-        wh.con.execute(
-            "select column_name, data_type from information_schema.columns "
-            "where table_schema = 'staging' and table_name = 'stg_customer_events'"
-        ).fetchall()
-    )
-    assert [types[a.name] for a in ATTRIBUTES] == [
-        {"varchar": "VARCHAR", "boolean": "BOOLEAN", "timestamptz": "TIMESTAMP WITH TIME ZONE"}[
-            a.sql_type
-        ]
-        for a in ATTRIBUTES
-    ]
+        types = dict(
+            wh.con.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema || '.' || table_name = ?",
+                [table],
+            ).fetchall()
+        )
+        assert {name: types[name] for name in names} == {
+            name: "TIMESTAMP WITH TIME ZONE"
+            if name in TIMESTAMP_ATTRIBUTES
+            else "BOOLEAN"
+            if name == "is_active"
+            else "VARCHAR"
+            for name in names
+        }, table
 
 
 def test_a_model_with_an_unknown_template_variable_fails_to_render(tmp_path):
