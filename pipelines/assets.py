@@ -159,7 +159,6 @@ def raw_tables(
     store = LandingStore(settings.landing_url, settings.landing_compression)
     with project_logs_in_run(context, settings.log_level), warehouse_lock(settings):
         started = time.perf_counter()
-        pipeline = make_pipeline(settings)
         with lake.connect(settings) as con:
             objects = pending_objects(con, store)
             discarded = discard_partial_loads(con, objects)
@@ -168,6 +167,7 @@ def raw_tables(
         context.log.info(f"{len(objects)} landed objects to load from {settings.landing_url}")
         tally = LoadTally()
         if run_dlt:
+            pipeline = make_pipeline(settings)
             source = flavours_landing(
                 settings.landing_url, objects, tally, settings.landing_compression
             )
