@@ -3,7 +3,8 @@
 The sensor lists the landing store and compares a digest of every object key with its cursor,
 so an object that lands late or with an older name (clock skew between receivers) still
 triggers a run: there is no high-water mark to fall behind. The load itself decides what is
-new (the manifest), so an extra run costs a listing and nothing else.
+new (the manifest), so an extra run costs a listing and models that find no new loads (no
+dlt run).
 """
 
 import hashlib

@@ -24,7 +24,8 @@ from warehouse.lake import connection_config
 
 class LakeConnections(DuckDbConnectionPool):
     """A new connection per borrow, as dlt's DuckLake pool, started with ``connection_config()``
-    and then given dlt's settings and statements (the attach) as dlt's pool gives them."""
+    and then given dlt's settings and statements (the attach) as dlt's pool gives them.
+    ``credentials.extensions`` is not read: ``connection_config()`` autoloads the packaged ones."""
 
     def borrow_conn(
         self,
