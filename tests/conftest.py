@@ -144,9 +144,12 @@ def start_receiver(
     landing_url: str,
     extra_env: dict[str, str] | None = None,
     args: list[str] | None = None,
-    scheme: str = "http",
+    cafile: Path | None = None,
 ) -> ReceiverProcess:
-    """Start ``flavours serve`` on a free loopback port and wait until it answers."""
+    """Start ``flavours serve`` on a free loopback port and wait until it answers.
+
+    With ``cafile`` (the receiver's own certificate) it serves HTTPS and is checked against it.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -163,14 +166,16 @@ def start_receiver(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"{scheme}://127.0.0.1:{port}"
+    url = f"{'https' if cafile else 'http'}://127.0.0.1:{port}"
     receiver = ReceiverProcess(url, proc, landing_url, log_path)
 
     def healthy() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"receiver exited early:\n{log_path.read_text()}")
         try:
-            return requests.get(f"{url}/healthz", timeout=0.5, verify=False).ok
+            return requests.get(
+                f"{url}/healthz", timeout=0.5, verify=str(cafile) if cafile else True
+            ).ok
         except requests.RequestException:
             return False
 

@@ -109,7 +109,7 @@ def test_serves_https_with_certificate_and_https_only_mode(tmp_path, landing_dir
         str(landing_dir),
         extra_env={"FLAVOURS_REQUIRE_HTTPS": "true"},
         args=["--certfile", str(cert), "--keyfile", str(key)],
-        scheme="https",
+        cafile=cert,
     )
     try:
         response = requests.post(
