@@ -81,7 +81,11 @@ def run_server(
         "proc_name": "flavours-receiver",
         "child_exit": _child_exit,
     }
+    master = os.getpid()
     try:
         GunicornApp(lambda: _receiver_app(settings, threads), options).run()
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        # A worker is forked inside run() and its exit unwinds through here too: only the
+        # master removes the folder, or the workers that replace it could not start.
+        if os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -79,6 +82,38 @@ def test_metrics_aggregate_every_worker(receiver):
     key = ("flavours_webhook_requests_total", (("status", "202"), ("topic", "customers")))
     assert totals[key] == 20
     assert totals[("flavours_landed_events_total", (("topic", "customers"),))] == 20
+
+
+def worker_pids(receiver) -> list[int]:
+    master = receiver.proc.pid
+    return [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+def test_a_worker_that_exits_is_replaced_and_the_server_keeps_its_metrics(receiver):
+    for i in range(5):
+        assert post_event(receiver.webhook_url(), {"xid": f"before-{i}"}).status_code == 202
+    workers = worker_pids(receiver)
+    assert len(workers) == 2
+
+    os.kill(workers[0], signal.SIGTERM)  # as when gunicorn retires a worker, or it crashes
+    wait_until(
+        lambda: workers[0] not in worker_pids(receiver) and len(worker_pids(receiver)) == 2,
+        timeout=30,
+        what="a replacement worker",
+    )
+    for i in range(5):
+        assert post_event(receiver.webhook_url(), {"xid": f"after-{i}"}).status_code == 202
+    text = requests.get(f"{receiver.url}/metrics", timeout=5).text
+
+    assert receiver.proc.poll() is None, receiver.log_path.read_text()
+    assert "Worker failed to boot" not in receiver.log_path.read_text()
+    landed = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }[("flavours_landed_events_total", (("topic", "customers"),))]
+    assert landed == 10, "the exited worker's counts stay in the server's totals"
+    assert len(landed_lines(receiver.landing_url)) == 10
 
 
 def test_serve_refuses_to_start_without_token(tmp_path):
