@@ -7,8 +7,16 @@ from core.settings import Settings
 
 
 def run_dashboard(settings: Settings, *, host: str, port: int, threads: int = 8) -> None:
-    """Serve the dashboard in the foreground until it is stopped (SIGINT/SIGTERM)."""
-    from dashboard.app import create_app
+    """Serve the dashboard in the foreground until it is stopped (SIGINT/SIGTERM).
+
+    The app is built in the worker, never in gunicorn's master: importing DuckDB starts a
+    thread, and a worker forked after it aborts at exit ("terminate called ...", SIGABRT).
+    """
+
+    def load():
+        from dashboard.app import create_app
+
+        return create_app(settings).server
 
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
@@ -20,4 +28,4 @@ def run_dashboard(settings: Settings, *, host: str, port: int, threads: int = 8)
         "loglevel": settings.log_level.lower(),
         "proc_name": "flavours-dashboard",
     }
-    GunicornApp(lambda: create_app(settings).server, options).run()
+    GunicornApp(load, options).run()

@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import requests
 
 from cli.devtools import free_port, start, stop, wait_healthy
 from cli.sending import delivery_order, documented_example, synthetic_events
@@ -195,6 +196,34 @@ def test_personal_data_is_shown_only_when_the_setting_allows_it(demo, tmp_path):
 
     assert "user1@example.com" in page.by_id["timeline"]
     assert "Personal data shown" in page.by_id["freshness"]
+
+
+def test_a_stopped_dashboard_exits_cleanly_and_its_master_never_loads_duckdb(demo, tmp_path):
+    """DuckDB starts a thread when imported, so a worker forked from a master that imported it
+    aborts at exit ("terminate called without an active exception", SIGABRT)."""
+    settings, _ = demo
+    log = tmp_path / "dashboard.log"
+    port = free_port()
+    with log.open("wb") as out:
+        proc = start(
+            [str(VENV_BIN / "flavours"), "dashboard", "--port", str(port)],
+            environment(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, what="dashboard")
+        page = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
+        master_libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+    finally:
+        stop(proc)
+
+    assert page.status_code == 200
+    assert "_duckdb" not in master_libraries
+    output = log.read_text()
+    assert proc.returncode == 0, output
+    assert "SIGABRT" not in output, output
+    assert "terminate called" not in output, output
 
 
 def freeze_mid_load(settings: Settings, load: subprocess.Popen, raw_before: int) -> None:
