@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from gunicorn.app.base import BaseApplication
 
@@ -20,7 +20,14 @@ from core.settings import Settings
 
 class GunicornApp(BaseApplication):
     """gunicorn serving the WSGI app ``load()`` returns in each worker, with ``options`` (gunicorn
-    settings by name; None values are left at gunicorn's default)."""
+    settings by name; None values are left at gunicorn's default).
+
+    gunicorn's control socket is off: its default path is one per user, so the receiver and
+    the dashboard would take it from each other, and its thread would run in the master that
+    forks replacement workers. The servers are managed by signals (SIGTERM, SIGHUP, TTIN/TTOU).
+    """
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {"control_socket_disable": True}
 
     def __init__(self, load: Callable[[], Any], options: dict[str, Any]) -> None:
         self._load = load
@@ -28,7 +35,7 @@ class GunicornApp(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        for key, value in self.options.items():
+        for key, value in {**self.DEFAULTS, **self.options}.items():
             if value is not None:
                 self.cfg.set(key, value)
 

@@ -119,6 +119,12 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 # -- the receiver under gunicorn -------------------------------------------------------------------
 
 
+def threads_of(pid: int) -> int:
+    """How many threads the process runs: a gunicorn master must run one, as it forks workers
+    for as long as it lives (a thread's locks are copied held into every child)."""
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
 @dataclass
 class ReceiverProcess:
     url: str

@@ -23,7 +23,7 @@ from core.landing import LandingStore
 from core.settings import Settings
 from pipelines.run import run_load
 from tests.browser import chromium, rendered_dom, screenshot
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, threads_of
 from tests.landing_helpers import envelope, land
 from warehouse import connect_reader
 
@@ -215,11 +215,13 @@ def test_a_stopped_dashboard_exits_cleanly_and_its_master_never_loads_duckdb(dem
         wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, what="dashboard")
         page = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
         master_libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        master_threads = threads_of(proc.pid)
     finally:
         stop(proc)
 
     assert page.status_code == 200
     assert "_duckdb" not in master_libraries
+    assert master_threads == 1
     output = log.read_text()
     assert proc.returncode == 0, output
     assert "SIGABRT" not in output, output

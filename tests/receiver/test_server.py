@@ -22,6 +22,7 @@ from tests.conftest import (
     run_cli,
     start_receiver,
     stop_process,
+    threads_of,
     wait_until,
 )
 
@@ -94,6 +95,7 @@ def test_a_worker_that_exits_is_replaced_and_the_server_keeps_its_metrics(receiv
         assert post_event(receiver.webhook_url(), {"xid": f"before-{i}"}).status_code == 202
     workers = worker_pids(receiver)
     assert len(workers) == 2
+    assert threads_of(receiver.proc.pid) == 1
 
     os.kill(workers[0], signal.SIGTERM)  # as when gunicorn retires a worker, or it crashes
     wait_until(
