@@ -25,9 +25,14 @@ class GunicornApp(BaseApplication):
     gunicorn's control socket is off: its default path is one per user, so the receiver and
     the dashboard would take it from each other, and its thread would run in the master that
     forks replacement workers. The servers are managed by signals (SIGTERM, SIGHUP, TTIN/TTOU).
+    gunicorn believes no forwarded headers (its default believes them from loopback): only
+    ``FLAVOURS_TRUSTED_PROXIES`` decides (``connector.proxies``).
     """
 
-    DEFAULTS: ClassVar[dict[str, Any]] = {"control_socket_disable": True}
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "control_socket_disable": True,
+        "forwarded_allow_ips": "",
+    }
 
     def __init__(self, load: Callable[[], Any], options: dict[str, Any]) -> None:
         self._load = load

@@ -161,6 +161,26 @@ def test_serves_https_with_certificate_and_https_only_mode(tmp_path, landing_dir
     assert [e["payload"] for e in landed_lines(str(landing_dir))] == [{"xid": "tls"}]
 
 
+def test_gunicorn_believes_forwarded_https_only_from_the_trusted_proxies(tmp_path, landing_dir):
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "on"}
+    answers = {}
+    for trusted in ("", "127.0.0.1/32"):
+        receiver = start_receiver(
+            tmp_path,
+            str(landing_dir),
+            extra_env={"FLAVOURS_REQUIRE_HTTPS": "true", "FLAVOURS_TRUSTED_PROXIES": trusted},
+        )
+        try:
+            answers[trusted] = requests.post(
+                receiver.webhook_url(), json={"xid": trusted}, headers=forwarded, timeout=10
+            ).status_code
+        finally:
+            stop_process(receiver.proc)
+
+    assert answers == {"": 403, "127.0.0.1/32": 202}
+    assert [e["payload"]["xid"] for e in landed_lines(str(landing_dir))] == ["127.0.0.1/32"]
+
+
 def test_lands_in_s3_through_a_real_s3_server(tmp_path, s3_env, example_body):
     bucket = s3_env.new_bucket()
     url = f"s3://{bucket}/flavours"
