@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import time
 import uuid
@@ -32,6 +33,8 @@ log = logging.getLogger("connector.requests")
 ENVELOPE_VERSION = 1
 SECRET_HEADERS = frozenset({TOKEN_HEADER.lower(), "authorization", "proxy-authorization", "cookie"})
 """Headers never landed: they carry credentials."""
+_QUERY_TOKEN = re.compile(r"([?&;]token=)[^&#\s]*", re.IGNORECASE)
+"""A ``token`` query parameter in a header value (a proxy's ``X-Original-URI``, ``Referer``)."""
 
 
 class Receiver:
@@ -102,7 +105,8 @@ _compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).enco
 
 
 def landed_headers(environ: Mapping[str, Any]) -> dict[str, str]:
-    """The request headers kept in the envelope: lower-case names, credentials left out.
+    """The request headers kept in the envelope: lower-case names, credentials left out, and
+    a ``?token=`` that a proxy copied into a header (the original URL) redacted.
 
     Read from the WSGI environ the way Werkzeug's ``EnvironHeaders`` reads them.
     """
@@ -117,6 +121,8 @@ def landed_headers(environ: Mapping[str, Any]) -> dict[str, str]:
         else:
             continue
         if name not in SECRET_HEADERS:
+            if "token=" in value.lower():
+                value = _QUERY_TOKEN.sub(r"\1[redacted]", value)
             headers[name] = value
     return headers
 

@@ -250,6 +250,22 @@ def test_forwarded_headers_are_trusted_only_from_trusted_proxies(landing_dir):
     assert envelope["source_ip"] == "203.0.113.9"
 
 
+def test_a_token_a_proxy_copied_into_a_header_is_not_landed(client, landing_dir):
+    headers = {
+        "X-Original-URI": f"/webhooks/flavours/customers?token={TOKEN}&shop=7",
+        "Referer": f"https://flavours.example/hooks?TOKEN={TOKEN}",
+        "X-Request-Tag": "a token= without a secret stays as sent",
+    }
+    assert client.post(URL, json={"xid": "a"}, headers=headers).status_code == 202
+
+    [envelope] = landed_lines(str(landing_dir))
+    landed = envelope["headers"]
+    assert landed["x-original-uri"] == "/webhooks/flavours/customers?token=[redacted]&shop=7"
+    assert landed["referer"] == "https://flavours.example/hooks?TOKEN=[redacted]"
+    assert landed["x-request-tag"] == "a token= without a secret stays as sent"
+    assert TOKEN not in json.dumps(envelope)
+
+
 def test_request_log_is_json_without_token_or_personal_data(client, example_body, caplog):
     from core.logs import JsonFormatter
 
