@@ -11,8 +11,9 @@ whose ``api_item`` is the item exactly as the API sent it.
 Resumable: the landed pages are the progress. Each page's object is named after its run and
 page number (``...-api.<run>-<page>.jsonl``), and a finished run lands an end marker named the
 same way under ``_backfill/``; a run cut off before that is continued after its last landed
-page. Event ids (``xid``) are derived from the run and the customer, so a page fetched twice is
-staged once.
+page, with the options it started with (``...-api_start.<run>-00000000.jsonl`` under
+``_backfill/``), because its page numbers count pages of that size and filter. Event ids
+(``xid``) are derived from the run and the customer, so a page fetched twice is staged once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_TOPIC = "customers_snapshot"
 STATE_PREFIX = "_backfill"
 PAGE_KEY = re.compile(r"-api\.(?P<run>\d{8}T\d{12}Z)-(?P<page>\d{8})\.jsonl(\.gz)?$")
+START_KEY = re.compile(r"-api_start\.(?P<run>\d{8}T\d{12}Z)-\d{8}\.jsonl(\.gz)?$")
 ENDPOINT = "users/customers"
 PER_PAGE = 100
 XID_NAMESPACE = uuid.UUID("8f6d1c2e-4b7a-4f0e-9a51-3c2d7e6b9f10")
@@ -130,15 +132,32 @@ def backfill(
     if settings.api_token is None:
         raise BackfillError("FLAVOURS_API_TOKEN is not set: the Customers API's bearer token")
     store = LandingStore(settings.landing_url, settings.landing_compression)
+    options = {
+        "per_page": per_page,
+        "market_id": settings.market_id,
+        "since": since.isoformat() if since else None,
+    }
     unfinished = None if restart else _unfinished_run(store)
     if unfinished:
         run_id, last_page = unfinished
+        started_with = _start_options(store, run_id)
+        if started_with is not None and started_with != options:
+            raise BackfillError(
+                f"backfill {run_id} was cut off after page {last_page}, and it started with "
+                f"{_describe(started_with)}, not {_describe(options)}: its pages count pages of "
+                "that size and filter, so run it again with those options to finish it, or pass "
+                "--restart to start a new run at page 1"
+            )
         start_page = last_page + 1
         result = BackfillResult(run_id, resumed_from_page=start_page)
         log.info(f"resuming backfill {run_id} at page {start_page}")
     else:
         result = BackfillResult(f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}")
         start_page = 1
+        start_key = store.object_key(
+            STATE_PREFIX, datetime.now(UTC), f"api_start.{result.run_id}", 0
+        )
+        store.land_batch(start_key, [json.dumps({"run": result.run_id, **options}).encode()])
     params: dict[str, Any] = {"per_page": per_page, "includes[]": "userable"}
     if settings.market_id:
         params["filter[market_id]"] = settings.market_id
@@ -297,6 +316,23 @@ def _envelope(event: dict, item: dict, fetched_at: datetime) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
+
+
+def _start_options(store: LandingStore, run_id: str) -> dict[str, Any] | None:
+    """The options run ``run_id`` started with (None for a run from before they were kept)."""
+    for obj in store.list_objects(STATE_PREFIX):
+        if (match := START_KEY.search(obj.key)) and match["run"] == run_id:
+            for line in store.iter_lines(obj.key):
+                recorded = json.loads(line)
+                return {name: recorded.get(name) for name in ("per_page", "market_id", "since")}
+    return None
+
+
+def _describe(options: dict[str, Any]) -> str:
+    return (
+        f"--per-page {options['per_page']}, --since {options['since'] or '(none)'}, "
+        f"FLAVOURS_MARKET_ID {options['market_id'] or '(none)'}"
+    )
 
 
 def _unfinished_run(store: LandingStore) -> tuple[str, int] | None:

@@ -83,6 +83,10 @@ def snapshot_pages(store: LandingStore) -> list[tuple[str, int]]:
     ]
 
 
+def end_markers(store: LandingStore) -> list[str]:
+    return [obj.key for obj in store.list_objects(STATE_PREFIX) if PAGE_KEY.search(obj.key)]
+
+
 def test_every_page_lands_and_every_customer_reaches_the_dimension(serve, settings, store):
     server = serve(customers=23)
     before = datetime.now(UTC)
@@ -92,7 +96,7 @@ def test_every_page_lands_and_every_customer_reaches_the_dimension(serve, settin
     assert (result.pages, result.customers, result.resumed_from_page) == (5, 23, None)
     assert server.pages_served() == [1, 2, 3, 4, 5]
     assert [page for _, page in snapshot_pages(store)] == [1, 2, 3, 4, 5]
-    assert len(list(store.list_objects(STATE_PREFIX))) == 1  # the end marker
+    assert len(end_markers(store)) == 1
     assert not result.unexpected_fields
 
     load(settings)
@@ -181,7 +185,7 @@ def test_a_page_not_in_the_documented_shape_fails_after_landing_the_good_ones(
     assert reason in message
     assert "the next run resumes at page 3" in message
     assert [page for _, page in snapshot_pages(store)] == [1, 2]
-    assert not list(store.list_objects(STATE_PREFIX))  # not finished
+    assert not end_markers(store)  # not finished
 
     resumed = backfill(configured, per_page=3)  # the server answers page 3 properly now
 
@@ -192,6 +196,26 @@ def test_a_page_not_in_the_documented_shape_fails_after_landing_the_good_ones(
     assert query(
         settings, "select count(*), count(distinct customer_id) from analytics.dim_customer"
     ) == [(10, 10)]
+
+
+def test_a_cut_off_run_resumes_only_with_the_page_size_it_started_with(serve, settings, store):
+    server = serve(customers=25, faults={3: ["not-json"]})
+    configured = api_settings(settings, server)
+    with pytest.raises(BackfillError):
+        backfill(configured, per_page=5)  # pages 1-2 landed: customers 1-10
+
+    with pytest.raises(BackfillError) as refused:
+        backfill(configured)  # page 3 of 100 would skip customers 11-200
+
+    assert "started with --per-page 5" in str(refused.value)
+    assert "--restart" in str(refused.value)
+    assert [page for _, page in snapshot_pages(store)] == [1, 2]
+    resumed = backfill(configured, per_page=5)
+    assert (resumed.resumed_from_page, resumed.pages) == (3, 3)
+    load(settings)
+    assert query(settings, "select count(distinct customer_id) from analytics.dim_customer") == [
+        (25,)
+    ]
 
 
 def test_a_refused_token_names_the_setting_and_never_shows_the_token(serve, settings, store):
