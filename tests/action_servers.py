@@ -27,13 +27,27 @@ WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 t
 
 
 class SmtpSink:
-    """aiosmtpd handler: ``mode`` is ``accept``, ``refuse`` (550), ``defer`` (451) or ``hang``
-    (no answer to DATA until ``release`` is set or 30 s pass, then 451)."""
+    """aiosmtpd handler: ``mode`` is ``accept``, ``refuse`` (550 to the recipient),
+    ``refuse-sender`` (550 to MAIL FROM, as a relay refusing an unknown sender), ``defer``
+    (451) or ``hang`` (no answer to DATA until ``release`` is set or 30 s pass, then 451)."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.mode = "accept"
         self.release = threading.Event()
+        self.greetings = 0  # EHLOs: one per connection without STARTTLS
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.greetings += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.mode == "refuse-sender":
+            return "550 5.7.1 sender not allowed to relay"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.mode == "refuse":

@@ -23,7 +23,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -303,10 +303,18 @@ def webhook_payload(rule: Rule, item: Due) -> dict[str, Any]:
 
 
 def send_batch(
-    batch: list[Due], rules: Rules, senders: Senders, settings: Settings, now: datetime
+    batch: list[Due],
+    rules: Rules,
+    senders: Senders,
+    settings: Settings,
+    now: datetime,
+    pool: Executor,
 ) -> list[Outcome]:
-    """Send every row of ``batch`` (``FLAVOURS_ACTIONS_CONCURRENCY`` at once) and say how each
-    went; nothing raises."""
+    """Send every row of ``batch`` on ``pool``'s threads and say how each went; nothing raises.
+
+    One pool serves a whole dispatch: an e-mail sender keeps one SMTP connection per thread, so
+    a pool per batch would open new connections for every batch.
+    """
 
     def one(item: Due) -> Outcome:
         attempts = item.attempts + 1
@@ -345,8 +353,7 @@ def send_batch(
     groups: dict[tuple[str, str], list[Due]] = {}
     for item in batch:
         groups.setdefault((item.rule, item.customer_id), []).append(item)
-    with ThreadPoolExecutor(settings.actions_concurrency, "action") as pool:
-        return [outcome for outcomes in pool.map(in_order, groups.values()) for outcome in outcomes]
+    return [outcome for outcomes in pool.map(in_order, groups.values()) for outcome in outcomes]
 
 
 def record(con: duckdb.DuckDBPyConnection, outcomes: list[Outcome]) -> None:
@@ -410,6 +417,8 @@ def dispatch(
             report.busy = True
             return report
         senders = stack.enter_context(contextlib.closing(Senders(settings)))
+        # after the senders, so that its threads are done before their connections are closed
+        pool = stack.enter_context(ThreadPoolExecutor(settings.actions_concurrency, "action"))
         con = stack.enter_context(lake.connect(settings))
         with lake.writer_lock(warehouse):
             now = datetime.now(UTC)
@@ -420,7 +429,7 @@ def dispatch(
                 _publish(con, warehouse)
         tried: set[str] = set()
         while batch:
-            outcomes = send_batch(batch, rules, senders, settings, datetime.now(UTC))
+            outcomes = send_batch(batch, rules, senders, settings, datetime.now(UTC), pool)
             counts = Counter(outcome.status for outcome in outcomes)
             report.outcomes.update(counts)
             tried.update(item.action_id for item in batch)

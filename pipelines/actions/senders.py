@@ -76,6 +76,11 @@ class EmailSender:
             codes = [code for code, _ in error.recipients.values()]
             failure = PermanentFailure if all(code >= 500 for code in codes) else TemporaryFailure
             raise failure(_reason(error)) from None
+        except smtplib.SMTPSenderRefused as error:
+            # MAIL FROM refused (sender not allowed, authentication required): the same for
+            # every message, a setting to fix, so retried like a failed login
+            self._drop()
+            raise TemporaryFailure(_reason(error)) from None
         except smtplib.SMTPResponseException as error:
             self._drop()
             failure = PermanentFailure if error.smtp_code >= 500 else TemporaryFailure

@@ -123,6 +123,25 @@ def test_duplicates_replays_and_rebuilds_send_one_welcome_per_customer(
     assert dispatch(settings).outcomes == {}
 
 
+def test_a_dispatch_of_many_batches_keeps_one_smtp_connection_per_sending_thread(
+    settings, store: LandingStore, smtp, tmp_path
+):
+    land(
+        store,
+        [envelope(customer_event(f"c{n}", "CREATE", NOW_MS + n, name=f"C {n}")) for n in range(12)],
+    )
+    load(settings)  # no rules yet: nothing planned
+    settings = with_actions(
+        settings, tmp_path, WELCOME, **smtp_settings(settings, smtp), actions_concurrency=2
+    )
+
+    report = dispatch(settings, batch_size=3)
+
+    assert report.outcomes == {"sent": 12}
+    assert len(smtp.messages) == 12
+    assert smtp.sink.greetings <= 2, "four batches, two sending threads"
+
+
 def test_delete_then_create_sends_deleted_then_reactivated_signed(
     settings, store: LandingStore, hooks, tmp_path
 ):
@@ -229,6 +248,24 @@ def test_an_smtp_outage_keeps_rows_and_they_go_out_when_it_is_back(
     dispatch(settings)
 
     assert len(smtp.messages) == 4
+    assert {row[4:] for row in outbox(settings)} == {("sent", 2)}
+
+
+def test_a_refused_sender_is_a_setting_to_fix_so_actions_wait_for_it(
+    settings, store: LandingStore, smtp, tmp_path
+):
+    settings = with_actions(settings, tmp_path, WELCOME, **smtp_settings(settings, smtp))
+    smtp.sink.mode = "refuse-sender"
+    land(store, [envelope(customer_event(f"c{n}", "CREATE", NOW_MS)) for n in range(3)])
+    load(settings)
+
+    rows = query(settings, "select status, attempts, last_error from ops.customer_actions")
+    assert {row[:2] for row in rows} == {("failed", 1)}
+    assert all("sender not allowed" in row[2] for row in rows)
+    smtp.sink.mode = "accept"
+    dispatch(settings)
+
+    assert len(smtp.messages) == 3
     assert {row[4:] for row in outbox(settings)} == {("sent", 2)}
 
 
