@@ -33,7 +33,7 @@ from dlt.sources.helpers.requests import Client
 from dlt.sources.helpers.rest_client import RESTClient
 from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
-from requests import HTTPError, Response
+from requests import HTTPError, RequestException, Response
 
 from core.landing import LandingStore
 from core.settings import Settings
@@ -194,6 +194,11 @@ def backfill(
                 on_page(page - 1, result.customers)
     except HTTPError as error:
         raise BackfillError(_explain(error, page)) from error
+    except RequestException as error:  # refused, reset or timed out, after the retries
+        raise BackfillError(
+            f"could not reach {settings.api_url}/{ENDPOINT} for page {page} after "
+            f"{settings.api_max_attempts} attempts: {error}. {_resume_hint(page)}"
+        ) from error
     except ValueError as error:  # not JSON, or not the documented shape
         raise BackfillError(
             f"page {page} of {settings.api_url}/{ENDPOINT} is not the documented response: "

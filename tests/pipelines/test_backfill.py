@@ -370,6 +370,26 @@ def test_the_backfill_asset_without_an_api_url_lands_nothing_and_says_why(settin
     assert not snapshot_pages(store)
 
 
+def test_an_api_that_cannot_be_reached_is_a_clear_error(settings, store):
+    from cli.devtools import free_port
+
+    unreachable = settings.model_copy(
+        update={
+            "api_url": f"http://127.0.0.1:{free_port()}/api",
+            "api_token": SecretStr(TOKEN),
+            "api_max_attempts": 2,
+        }
+    )
+
+    with pytest.raises(BackfillError) as failure:
+        backfill(unreachable)
+
+    assert "could not reach http://127.0.0.1:" in str(failure.value)
+    assert "after 2 attempts" in str(failure.value)
+    assert "Nothing was landed." in str(failure.value)
+    assert snapshot_pages(store) == []
+
+
 def test_without_api_settings_the_backfill_says_which_is_missing(settings):
     with pytest.raises(BackfillError, match="FLAVOURS_API_URL is not set"):
         backfill(settings)
