@@ -21,6 +21,9 @@ TOPICS = ("customers", "orders", "products", "loyalty", "errors")
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class Settings(BaseSettings):
     """Connector settings; field names are the variables without the ``FLAVOURS_`` prefix."""
 
@@ -125,6 +128,14 @@ class Settings(BaseSettings):
         description="Receiver instance name used in landed object names (default: hostname).",
     )
     log_level: str = Field("INFO", description="Log level of the receiver and pipelines.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -127,6 +127,22 @@ def test_serve_refuses_to_start_without_token(tmp_path):
     assert "--insecure" in result.stderr
 
 
+def test_serve_refuses_an_unknown_log_level_before_starting_workers(tmp_path):
+    env = {
+        "PATH": str(VENV_BIN),
+        "FLAVOURS_LANDING_URL": str(tmp_path),
+        "FLAVOURS_WEBHOOK_TOKEN": TOKEN,
+        "FLAVOURS_LOG_LEVEL": "verbose",
+        "HOME": str(tmp_path),
+    }
+    result = run_cli("flavours", "serve", "--port", "1", env=env, cwd=tmp_path, timeout=60)
+
+    assert result.returncode == 2
+    assert "FLAVOURS_LOG_LEVEL" in result.stderr
+    assert "'verbose' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in result.stderr
+    assert "Worker failed to boot" not in result.stderr
+
+
 def test_serve_insecure_accepts_without_token(tmp_path, landing_dir):
     receiver = start_receiver(
         tmp_path, str(landing_dir), extra_env={"FLAVOURS_WEBHOOK_TOKEN": ""}, args=["--insecure"]
