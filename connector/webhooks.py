@@ -127,10 +127,10 @@ class WebhookEndpoint:
         topic = self.routes.get(path)
         if topic is None:
             raise Refused(404, NOT_FOUND)
+        call.topic = topic
         method = environ.get("REQUEST_METHOD", "")
         if method != "POST":
             raise Refused(405, f"method {method} is not allowed here")
-        call.topic = topic
         receiver = self.receiver
         if receiver.settings.require_https and environ.get("wsgi.url_scheme") != "https":
             raise Refused(403, "HTTPS is required: send webhooks to the https:// URL")

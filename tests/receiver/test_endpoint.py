@@ -69,7 +69,7 @@ def test_a_body_with_newlines_lands_on_one_line_with_its_numbers_verbatim(landin
     assert '"payload":{   "xid": "x-1",    "n": 12345678901234567890.10 }}' in line
 
 
-def test_wrong_method_and_unknown_topic_are_json_errors_with_an_unknown_topic(landing_dir, caplog):
+def test_wrong_method_and_unknown_topic_are_json_errors_logged_by_topic(landing_dir, caplog):
     client = make_app(landing_dir).test_client()
     with caplog.at_level(logging.INFO, logger="connector.requests"):
         wrong_method = client.get(URL)
@@ -79,7 +79,7 @@ def test_wrong_method_and_unknown_topic_are_json_errors_with_an_unknown_topic(la
     assert wrong_method.headers["Allow"] == "POST"
     assert wrong_method.json["error"] == "method GET is not allowed here"
     assert "topic one of customers" in unknown.json["error"]
-    assert [(r.status, r.topic) for r in caplog.records] == [(405, "unknown"), (404, "unknown")]
+    assert [(r.status, r.topic) for r in caplog.records] == [(405, "customers"), (404, "unknown")]
 
 
 def test_each_request_is_logged_once_with_what_the_checks_found(landing_dir, example_body, caplog):

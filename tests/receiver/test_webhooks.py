@@ -297,14 +297,22 @@ def test_metrics_count_requests_and_landed_events(client):
         return 0.0
 
     before_ok = sample("flavours_webhook_requests_total", topic="customers", status="202")
+    before_405 = sample("flavours_webhook_requests_total", topic="customers", status="405")
     before_landed = sample("flavours_landed_events_total", topic="customers")
+    before_kept = sample("flavours_landed_events_total", topic="_rejected/customers")
     client.post(URL, json={"xid": "a"})
     client.post(URL, json={"xid": "b"})
+    client.post(URL, data=b"[1]", content_type="application/json")  # refused, kept
+    client.get(URL)
 
     assert sample("flavours_webhook_requests_total", topic="customers", status="202") == (
         before_ok + 2
     )
+    assert sample("flavours_webhook_requests_total", topic="customers", status="405") == (
+        before_405 + 1
+    )
     assert sample("flavours_landed_events_total", topic="customers") == before_landed + 2
+    assert sample("flavours_landed_events_total", topic="_rejected/customers") == before_kept + 1
     assert "flavours_ack_latency_seconds_bucket" in client.get("/metrics").data.decode()
 
 
