@@ -18,6 +18,7 @@ path (health, readiness, metrics) is the Flask app's (``connector.health``).
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +44,8 @@ from connector.ingest import (
 )
 from core.landing import REJECTED_PREFIX, LandingError
 from core.settings import TOPICS
+
+log = logging.getLogger("connector.webhooks")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -100,6 +103,12 @@ class WebhookEndpoint:
             status, payload = 202, accepted_answer(call.request_id)
         except Refused as refusal:
             status, error = refusal.status, refusal.message
+            payload = error_answer(call.request_id, error)
+        except Exception:
+            # answered here, not by the WSGI server, whose error line would hold the URL (and
+            # its ?token=); Flavours retries a 5xx, so the event is not lost
+            log.exception(f"webhook {call.request_id} failed unexpectedly; answered 500")
+            status, error = 500, "internal error: the event was not accepted, send it again"
             payload = error_answer(call.request_id, error)
         headers = [
             ("Content-Type", "application/json"),

@@ -266,6 +266,27 @@ def test_a_token_a_proxy_copied_into_a_header_is_not_landed(client, landing_dir)
     assert TOKEN not in json.dumps(envelope)
 
 
+def test_an_unexpected_error_is_a_json_500_logged_without_the_token(
+    app, client, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the writer broke")
+
+    monkeypatch.setattr(app.extensions["flavours_receiver"], "land", broken)
+    with caplog.at_level(logging.INFO):
+        response = client.post(URL, json={"xid": "a"})
+
+    assert response.status_code == 500
+    assert response.json["error"].startswith("internal error")
+    assert response.json["request_id"] == response.headers["X-Request-Id"]
+    [failure] = [r for r in caplog.records if r.name == "connector.webhooks"]
+    assert "RuntimeError: the writer broke" in caplog.text
+    assert failure.exc_info is not None
+    [request] = [r for r in caplog.records if r.name == "connector.requests"]
+    assert request.status == 500
+    assert TOKEN not in caplog.text
+
+
 def test_request_log_is_json_without_token_or_personal_data(client, example_body, caplog):
     from core.logs import JsonFormatter
 
