@@ -174,24 +174,23 @@ def raw_tables(
             results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
             loaded = time.perf_counter()
             load_id = pipeline.last_trace.last_load_info.loads_ids[-1]
-            con = lake.connect(settings)
-            record_manifest(con, objects, tally, load_id)
-            context.log.info(
-                f"loaded {sum(tally.lines.values()):,} lines: listing and cleanup "
-                f"{listed - started:.1f} s, dlt run {loaded - listed:.1f} s, manifest "
-                f"{time.perf_counter() - loaded:.1f} s"
-            )
         else:
             # Nothing new and the tables exist: a dlt run would only record an empty load.
             keys = sorted(context.selected_asset_keys, key=lambda key: key.to_user_string())
             results = [MaterializeResult(asset_key=key) for key in keys]
-            con = lake.connect(settings)
         summary = {
             "landed_objects_loaded": len(objects),
             "lines_loaded": sum(tally.lines.values()),
             "rows_discarded_from_interrupted_load": discarded,
         }
-        with con:
+        with lake.connect(settings) as con:
+            if run_dlt:
+                record_manifest(con, objects, tally, load_id)
+                context.log.info(
+                    f"loaded {sum(tally.lines.values()):,} lines: listing and cleanup "
+                    f"{listed - started:.1f} s, dlt run {loaded - listed:.1f} s, manifest "
+                    f"{time.perf_counter() - loaded:.1f} s"
+                )
             publish_when_complete(context, con, settings, "load_landed_objects")
             for result in results:
                 table = f"{DATASET}.{result.asset_key.path[-1]}"
