@@ -14,10 +14,11 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from decimal import Decimal
 from typing import Any
@@ -53,6 +54,9 @@ class Receiver:
         secret = settings.webhook_hmac_secret
         self.hmac_key = signing_key(secret.get_secret_value()) if secret else None
         self._prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flavours-readyz")
+        self._probe_lock = threading.Lock()
+        self._probe: Future | None = None
+        self._probe_started = 0.0
 
     def land(self, topic: str, line: bytes, started: float) -> str:
         """Land one envelope line; returns the object key, raises ``LandingError`` (→ 503)."""
@@ -65,12 +69,22 @@ class Receiver:
             ) from None
 
     def ready(self) -> str | None:
-        """``None`` when the landing store takes a write within the timeout, else why not."""
-        future = self._prober.submit(self.store.check_writable)
+        """``None`` when the landing store takes a write within the timeout, else why not.
+
+        Concurrent and repeated checks share the probe in flight: while the store hangs, one
+        probe waits on it and every check ends by that probe's deadline, so checks neither
+        queue probes up nor hold request threads for longer.
+        """
+        with self._probe_lock:
+            if self._probe is None or self._probe.done():
+                self._probe = self._prober.submit(self.store.check_writable)
+                self._probe_started = time.monotonic()
+            probe, started = self._probe, self._probe_started
+        timeout = self.settings.landing_timeout_s
         try:
-            future.result(timeout=self.settings.landing_timeout_s)
+            probe.result(timeout=max(timeout - (time.monotonic() - started), 0))
         except FutureTimeout:
-            return f"landing store did not answer within {self.settings.landing_timeout_s:g} s"
+            return f"landing store did not answer within {timeout:g} s"
         except LandingError as exc:
             return str(exc)
         return None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from connector import create_app
 from core.landing import LandingStore
-from tests.conftest import TOKEN, landed_lines
+from tests.conftest import TOKEN, landed_lines, wait_until
 
 URL = f"/webhooks/flavours/customers?token={TOKEN}"
 
@@ -335,6 +338,37 @@ def test_metrics_count_requests_and_landed_events(client):
     assert sample("flavours_landed_events_total", topic="customers") == before_landed + 2
     assert sample("flavours_landed_events_total", topic="_rejected/customers") == before_kept + 1
     assert "flavours_ack_latency_seconds_bucket" in client.get("/metrics").data.decode()
+
+
+def test_readiness_checks_share_one_probe_while_the_store_hangs(tmp_path, monkeypatch):
+    app = create_app(
+        {"landing_url": str(tmp_path / "landing"), "webhook_token": TOKEN, "landing_timeout_s": 0.3}
+    )
+    receiver = app.extensions["flavours_receiver"]
+    store_answers = threading.Event()
+    probes = []
+
+    def hanging_write_check() -> None:
+        probes.append(time.monotonic())
+        store_answers.wait(10)
+
+    monkeypatch.setattr(receiver.store, "check_writable", hanging_write_check)
+    client = app.test_client()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            first = list(pool.map(lambda _: client.get("/readyz"), range(4)))
+        started = time.monotonic()
+        again = client.get("/readyz")
+        again_s = time.monotonic() - started
+    finally:
+        store_answers.set()
+
+    assert [response.status_code for response in first] == [503] * 4
+    assert again.status_code == 503
+    assert again_s < 0.2, "the probe in flight is past its deadline: no new wait"
+    assert len(probes) == 1
+    wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5, what="ready again")
+    assert len(probes) == 2
 
 
 def test_unwritable_landing_store_answers_503_on_readyz_and_webhooks(tmp_path, example_body):
