@@ -42,7 +42,7 @@ BATCH_WRITE_SECONDS = Histogram(
 )
 ACK_LATENCY = Histogram(
     "flavours_ack_latency_seconds",
-    "Time from receiving a webhook to answering it.",
+    "Time from a worker thread taking a webhook to answering it (queueing for a thread excluded).",
     ["topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
