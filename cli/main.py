@@ -156,6 +156,12 @@ def backfill(since, per_page: int, restart: bool, progress: bool) -> None:
     )
     for name, count in sorted(result.unexpected_fields.items()):
         click.echo(f"unmapped field from the API: {name} ({count} customers)", err=True)
+    if result.unusable_items:
+        click.echo(
+            f"{result.unusable_items} items had no usable customer id: landed, and kept by the "
+            "load in raw.customer_events_rejected with the reason",
+            err=True,
+        )
     click.echo("run `flavours load` to add them to the customer dimension", err=True)
 
 

@@ -115,6 +115,7 @@ def customers_snapshot(
             "skipped_before_since": result.skipped_before_since,
             "resumed_from_page": result.resumed_from_page or 1,
             "unmapped_fields": MetadataValue.json(dict(result.unexpected_fields)),
+            "unusable_items": result.unusable_items,
         }
     )
 

@@ -100,6 +100,8 @@ class BackfillResult:
     skipped_before_since: int = 0
     resumed_from_page: int | None = None
     unexpected_fields: Counter = field(default_factory=Counter)
+    unusable_items: int = 0
+    """Items without a usable customer id: landed all the same, and rejected by the load."""
 
 
 class LaravelPaginator(PageNumberPaginator):
@@ -177,8 +179,19 @@ def backfill(
         for items in _pages(client, params, start_page):
             lines = []
             fetched_at = datetime.now(UTC)
-            for item in items:
-                event, unexpected = to_snapshot_event(item, fetched_at, result.run_id)
+            unusable_before = result.unusable_items
+            for number, item in enumerate(items, 1):
+                try:
+                    event, unexpected = to_snapshot_event(item, fetched_at, result.run_id)
+                except ValueError as error:
+                    # landed anyway: the load rejects it into raw.customer_events_rejected with
+                    # the item as sent, and the run goes on instead of failing this page forever
+                    event, unexpected = _unusable_item_event(item, fetched_at, result.run_id), set()
+                    result.unusable_items += 1
+                    log.warning(
+                        f"page {page}, item {number}: {error}; landed for "
+                        "raw.customer_events_rejected"
+                    )
                 result.unexpected_fields.update(unexpected)
                 if since is not None and _updated_before(event, since):
                     result.skipped_before_since += 1
@@ -188,7 +201,7 @@ def backfill(
             key = store.object_key(SNAPSHOT_TOPIC, fetched_at, f"api.{result.run_id}", page)
             store.land_batch(key, lines)
             result.pages += 1
-            result.customers += len(lines)
+            result.customers += len(lines) - (result.unusable_items - unusable_before)
             page += 1
             if on_page:
                 on_page(page - 1, result.customers)
@@ -279,6 +292,25 @@ def to_snapshot_event(item: dict, observed: datetime, run_id: str) -> tuple[dict
         "data": data,
     }
     return event, unexpected
+
+
+def _unusable_item_event(item: Any, observed: datetime, run_id: str) -> dict:
+    """A snapshot event for an item ``to_snapshot_event`` refused: its ``data.id`` is missing or
+    not a string, which the load's checks reject and explain; ``api_item`` keeps the item."""
+    profile = item.get("userable") if isinstance(item, dict) else None
+    customer_id = (profile.get("id") if isinstance(profile, dict) else None) or (
+        item.get("userable_id") if isinstance(item, dict) else None
+    )
+    body = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
+    data: dict[str, Any] = {"user": {}}
+    if customer_id is not None:
+        data["id"] = customer_id
+    return {
+        "xid": str(uuid.uuid5(XID_NAMESPACE, f"{run_id}:unusable:{body}")),
+        "action": "customers.SNAPSHOT",
+        "timestamp": int(observed.timestamp() * 1000),
+        "data": data,
+    }
 
 
 def _timestamp(name: str, value: Any) -> Any:

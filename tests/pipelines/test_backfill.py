@@ -157,6 +157,30 @@ def test_a_field_the_connector_does_not_map_is_reported_not_fatal(serve, setting
     assert query(settings, "select count(*) from analytics.dim_customer_current") == [(6,)]
 
 
+def test_an_item_without_a_customer_id_is_kept_as_rejected_and_the_run_finishes(
+    serve, settings, store, caplog
+):
+    server = serve(customers=6)
+    server.api.items[1] = {**server.api.items[1], "userable": {}, "userable_id": None}
+    server.api.items[4] = "not an object"
+
+    with caplog.at_level(logging.WARNING, logger="pipelines.backfill"):
+        result = backfill(api_settings(settings, server), per_page=4)
+
+    assert (result.pages, result.customers, result.unusable_items) == (2, 4, 2)
+    assert "page 1, item 2: a customer item has neither userable.id nor userable_id" in caplog.text
+    assert "page 2, item 1: a customer item is not an object" in caplog.text
+    assert len(end_markers(store)) == 1
+    load(settings)
+    assert query(settings, "select count(*) from analytics.dim_customer_current") == [(4,)]
+    rejected = query(
+        settings,
+        "select reject_reason, line from raw.customer_events_rejected order by landing_file",
+    )
+    assert [reason for reason, _ in rejected] == ["missing data.id", "missing data.id"]
+    assert '"api_item":"not an object"' in rejected[1][1]
+
+
 def test_since_keeps_only_customers_updated_from_that_day(serve, settings):
     server = serve(customers=10)
     updated = sorted(_updated_ms(item) for item in server.api.items)
