@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -414,10 +415,16 @@ def _write_reader_copy(lake: Lake, snapshot: int) -> Path:
         os.fsync(directory)
     finally:
         os.close(directory)
+    # A copy is removed once its successor is older than the retention: a reader may have
+    # opened it until the successor appeared, and DuckDB reopens the file for every query.
     expired = time.time() - lake.retention.total_seconds()
-    for old in folder.glob("snapshot-*.sqlite"):
-        if old != final and old.stat().st_mtime < expired:
+    copies = sorted(folder.glob("snapshot-*.sqlite"))
+    for old, successor in itertools.pairwise(copies):
+        if successor.stat().st_mtime < expired:
             old.unlink(missing_ok=True)
+    for stale in folder.glob(".snapshot-*.partial"):  # left by a writer that was killed
+        if stale.stat().st_mtime < expired:
+            stale.unlink(missing_ok=True)
     return final
 
 
@@ -433,7 +440,18 @@ def maintain(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     if published_at is not None:
         keep_from = min(keep_from, published_at)
     con.execute("call ducklake_merge_adjacent_files(?)", [LAKE])
-    con.execute("call ducklake_expire_snapshots(?, older_than => ?)", [LAKE, keep_from])
+    # Expired by id: on a SQLite catalog, DuckLake's older_than also expires the snapshots later
+    # on keep_from's calendar day (the published one included), so the comparison is DuckDB's.
+    expired = [
+        snapshot_id
+        for (snapshot_id,) in con.execute(
+            "select snapshot_id from ducklake_snapshots(?) where snapshot_time < ? "
+            "and snapshot_id < (select max(snapshot_id) from ducklake_snapshots(?))",
+            [LAKE, keep_from, LAKE],
+        ).fetchall()
+    ]
+    if expired:
+        con.execute("call ducklake_expire_snapshots(?, versions => ?)", [LAKE, expired])
     con.execute("call ducklake_cleanup_old_files(?, older_than => ?)", [LAKE, keep_from])
 
 

@@ -170,3 +170,20 @@ def test_a_duckdb_warehouse_file_is_refused_with_what_to_do(tmp_path, name):
 
     with pytest.raises(Exception, match=r"names a DuckDB database file.*warehouse\.sqlite"):
         Lake.of(settings)
+
+
+def test_a_short_retention_keeps_every_snapshot_younger_than_it(settings: Settings, store):
+    from warehouse import connect_reader
+
+    settings = settings.model_copy(update={"warehouse_retention_hours": 1.0})
+    land(store, [envelope(customer_event("c1", "CREATE", 1_700_000_000_000))])
+    load(settings)
+    land(store, [envelope(customer_event("c2", "CREATE", 1_700_000_001_000))])
+    load(settings)
+
+    with connect_reader(settings) as con:
+        (customers,) = con.execute("select count(*) from analytics.dim_customer_current").fetchone()
+    with open_lake(Lake.of(settings)) as con:
+        (snapshots,) = con.execute("select count(*) from ducklake_snapshots('lake')").fetchone()
+    assert customers == 2
+    assert snapshots >= 4, "every snapshot of the last hour is kept"
