@@ -297,10 +297,14 @@ def run_dev(
         children.append(start(dagster, env))
         if dashboard_port:
             children.append(start(dashboard, env))
-        while all(child.poll() is None for child in children):
+        while (ended := next((c for c in children if c.poll() is not None), None)) is None:
             time.sleep(0.5)
+        echo(
+            f"{Path(ended.args[0]).name} {ended.args[1]} exited with code {ended.returncode}; "
+            "stopping the others"
+        )
     except KeyboardInterrupt:
-        pass
+        ended = None
     finally:
         for sig in stopping:  # a second Ctrl-C must not cut the stopping short
             signal.signal(sig, signal.SIG_IGN)
@@ -308,7 +312,9 @@ def run_dev(
             stop(child)
         for sig, handler in stopping.items():
             signal.signal(sig, handler)
-    return max((child.returncode or 0 for child in children), default=0)
+    if ended is None:  # stopped by a signal: how the children ended is the stop's doing
+        return 0
+    return ended.returncode if ended.returncode > 0 else 1
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -225,3 +225,46 @@ def test_a_reader_and_the_sensors_runs_under_dagster_dev(tmp_path):
     ]
     assert len(sensor_runs) >= 2
     assert {run["status"] for run in runs} == {"SUCCESS"}, runs
+
+
+@pytest.mark.slow
+def test_a_child_that_dies_stops_the_others_and_fails_dev(tmp_path):
+    receiver_port, dagster_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "FLAVOURS_LANDING_URL": str(tmp_path / "landing"),
+        "FLAVOURS_WAREHOUSE": str(tmp_path / "warehouse.sqlite"),
+        "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
+    }
+    dev = subprocess.Popen(
+        dev_command(receiver_port, dagster_port),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        text=True,
+    )
+    started: set[int] = set()
+    try:
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{receiver_port}/healthz"),
+            timeout=60,
+            what="receiver",
+        )
+        started = descendants(dev.pid)
+        children = Path(f"/proc/{dev.pid}/task/{dev.pid}/children").read_text().split()
+        [receiver] = [
+            int(pid) for pid in children if b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(receiver, signal.SIGKILL)
+        output, _ = dev.communicate(timeout=60)
+    finally:
+        leftovers = started | (descendants(dev.pid) if dev.poll() is None else set())
+        stop_process(dev)
+        kill_process_groups(leftovers)
+
+    assert dev.returncode == 1
+    assert "flavours serve exited with code -9; stopping the others" in output
+    wait_until(lambda: not any(alive(pid) for pid in started), timeout=30, what="the others")
