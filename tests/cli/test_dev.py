@@ -72,6 +72,17 @@ def dev_command(receiver_port: int, dagster_port: int, dashboard_port: int = 0) 
     return [str(VENV_BIN / "flavours"), "dev", *ports, "--dashboard-port", str(dashboard_port)]
 
 
+def dev_environment(tmp_path: Path) -> dict[str, str]:
+    """Everything ``flavours dev`` keeps under ``tmp_path``; no token, so it generates one."""
+    return {
+        **{k: v for k, v in os.environ.items() if k != "FLAVOURS_WEBHOOK_TOKEN"},
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "FLAVOURS_LANDING_URL": str(tmp_path / "landing"),
+        "FLAVOURS_WAREHOUSE": str(tmp_path / "warehouse.sqlite"),
+        "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
+    }
+
+
 def ignore_sigint() -> None:
     """As a process started with ``&`` from a non-interactive shell begins."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -85,16 +96,9 @@ def ignore_sigint() -> None:
 )
 def test_one_signal_stops_receiver_dagster_dev_and_dashboard(tmp_path, stop_signal, preexec_fn):
     receiver_port, dagster_port, dashboard_port = free_port(), free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "FLAVOURS_WEBHOOK_TOKEN"},
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "FLAVOURS_LANDING_URL": str(tmp_path / "landing"),
-        "FLAVOURS_WAREHOUSE": str(tmp_path / "warehouse.sqlite"),
-        "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
-    }
     dev = subprocess.Popen(
         dev_command(receiver_port, dagster_port, dashboard_port),
-        env=env,
+        env=dev_environment(tmp_path),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -230,16 +234,9 @@ def test_a_reader_and_the_sensors_runs_under_dagster_dev(tmp_path):
 @pytest.mark.slow
 def test_a_child_that_dies_stops_the_others_and_fails_dev(tmp_path):
     receiver_port, dagster_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "FLAVOURS_LANDING_URL": str(tmp_path / "landing"),
-        "FLAVOURS_WAREHOUSE": str(tmp_path / "warehouse.sqlite"),
-        "FLAVOURS_DLT_DIR": str(tmp_path / "dlt"),
-    }
     dev = subprocess.Popen(
         dev_command(receiver_port, dagster_port),
-        env=env,
+        env=dev_environment(tmp_path),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
