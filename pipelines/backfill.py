@@ -276,7 +276,7 @@ def to_snapshot_event(item: dict, observed: datetime, run_id: str) -> tuple[dict
     if not isinstance(item, dict):
         raise ValueError(f"a customer item is not an object: {str(item)[:80]}")
     profile = item.get("userable") if isinstance(item.get("userable"), dict) else {}
-    customer_id = profile.get("id") or item.get("userable_id")
+    customer_id = _customer_id(item)
     if not isinstance(customer_id, str) or not customer_id:
         raise ValueError("a customer item has neither userable.id nor userable_id")
     user = {name: _timestamp(name, item[name]) for name in USER_FIELDS if name in item}
@@ -294,13 +294,16 @@ def to_snapshot_event(item: dict, observed: datetime, run_id: str) -> tuple[dict
     return event, unexpected
 
 
+def _customer_id(item: dict) -> Any:
+    """The customer id as sent: ``userable.id``, else ``userable_id`` (maybe not a string)."""
+    profile = item.get("userable")
+    return (profile.get("id") if isinstance(profile, dict) else None) or item.get("userable_id")
+
+
 def _unusable_item_event(item: Any, observed: datetime, run_id: str) -> dict:
     """A snapshot event for an item ``to_snapshot_event`` refused: its ``data.id`` is missing or
     not a string, which the load's checks reject and explain; ``api_item`` keeps the item."""
-    profile = item.get("userable") if isinstance(item, dict) else None
-    customer_id = (profile.get("id") if isinstance(profile, dict) else None) or (
-        item.get("userable_id") if isinstance(item, dict) else None
-    )
+    customer_id = _customer_id(item) if isinstance(item, dict) else None
     body = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
     data: dict[str, Any] = {"user": {}}
     if customer_id is not None:
